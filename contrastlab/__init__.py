@@ -1,0 +1,29 @@
+"""contrastlab: contrastive self-supervised learning, from the papers to runnable code.
+
+The public API, module by module:
+
+- `contrastlab.data`: ``load_dataset(name, split)`` -> uint8 images (N, C, H, W), int64 labels; `IndexBatches`.
+- `contrastlab.augment`: batched per-sample augmentations on the training device; `SimCLRAugment`.
+- `contrastlab.models`: `SmallCNN`, ``resnet18`` (CIFAR stem), `ProjectionHead`.
+- `contrastlab.losses`: pure loss functions, ``nt_xent``.
+- `contrastlab.methods`: one class per method (`SimCLR`), each with a config dataclass.
+- `contrastlab.train`: ``fit()``, checkpoints, `TrainConfig`.
+- `contrastlab.metrics`: kNN, linear probe, alignment and uniformity.
+- `contrastlab.experiments`: ``run(ExperimentConfig(...))`` -> cached result record.
+
+Importing contrastlab does no work: no downloads, no global settings.
+"""
+__version__ = "0.1.0"
+
+from . import augment, data, losses, metrics, models  # noqa: E402
+from .augment import AugmentConfig, SimCLRAugment  # noqa: E402
+from .data import IndexBatches, load_dataset  # noqa: E402
+from .losses import nt_xent  # noqa: E402
+from .methods import METHODS, SimCLR, SimCLRConfig  # noqa: E402
+from .train import TrainConfig, fit, load_checkpoint  # noqa: E402
+
+__all__ = [
+    "__version__", "augment", "data", "losses", "metrics", "models",
+    "AugmentConfig", "SimCLRAugment", "IndexBatches", "load_dataset", "nt_xent",
+    "METHODS", "SimCLR", "SimCLRConfig", "TrainConfig", "fit", "load_checkpoint",
+]

@@ -1,0 +1,166 @@
+"""Command line: ``python -m contrastlab train|eval``.
+
+    python -m contrastlab train simclr --dataset fashion-mnist --encoder resnet18 --epochs 50
+    python -m contrastlab eval results/runs/<run>/checkpoint.pt
+
+``train`` goes through `contrastlab.experiments.run`, so its result is cached like a
+chapter's, its checkpoint lives in results/runs/<run>/ and an interrupted run resumes when
+the same command is given again. Its options are generated from the config dataclasses
+(their field comments are the help text); only the options given on the command line
+override the budget's preset.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import sys
+import typing
+from pathlib import Path
+
+from . import experiments
+from .augment import AugmentConfig
+from .methods import METHODS
+from .train import TrainConfig
+
+# Sections of the resolved config and the dataclass that describes each.
+SECTIONS = [("dataset", experiments.DataConfig), ("encoder", experiments.EncoderConfig),
+            ("augment", AugmentConfig), ("train", TrainConfig), ("eval", experiments.EvalConfig)]
+SECTIONS += [("method", cfg) for _, cfg in METHODS.values()]
+# Flags with a name of their own; every other field is --field-name (--section-field on a clash).
+RENAMED = {"encoder.name": "--encoder", "encoder.width": "--width"}
+SKIPPED = {"dataset.name", "train.seed"}  # given by --dataset and --seed
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """The trailing ``# comment`` of each field in a dataclass's source."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m[1]: m[2].strip() for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.*)$", source, re.M)}
+
+
+def _argument_kwargs(tp, default) -> dict:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if args and type(None) in args:                       # Optional[X] -> X, 'none' allowed
+        inner = next(a for a in args if a is not type(None))
+        kw = _argument_kwargs(inner, default)
+        convert = kw.get("type", str)
+        kw["type"] = lambda s, convert=convert: None if s.lower() == "none" else convert(s)
+        return kw
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is tuple:
+        return {"type": args[0], "nargs": len(args), "metavar": tuple(a.__name__.upper() for a in args)}
+    return {"type": tp}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, with dest 'section.field' and no default (so unset = untouched)."""
+    names: dict[str, int] = {}
+    fields = []
+    for section, cls in SECTIONS:
+        for f in dataclasses.fields(cls):
+            key = f"{section}.{f.name}"
+            if key not in SKIPPED and key not in (k for k, _, _, _ in fields):
+                fields.append((key, section, cls, f))
+                names[f.name] = names.get(f.name, 0) + 1
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for key, section, cls, f in fields:
+        flag = RENAMED.get(key) or ("--" + (f.name if names[f.name] == 1 else f"{section}_{f.name}")).replace("_", "-")
+        hints = typing.get_type_hints(cls)
+        comment = _field_comments(cls).get(f.name, "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
+        help_text = f"{comment} (default {default!r}; budgets may preset it)".replace("%", "%%")
+        group.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=help_text,
+                           **_argument_kwargs(hints[f.name], default))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m contrastlab",
+                                     description="Contrastive self-supervised learning: train and evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a method and evaluate it (kNN and linear probe)",
+                           description="Train a method through experiments.run: cached by config, "
+                                       "resumable, evaluated with kNN and a linear probe.")
+    train.add_argument("method", help=f"one of: {', '.join(METHODS)}")
+    train.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
+    train.add_argument("--budget", choices=experiments.BUDGETS, default=None,
+                       help="preset size of the run (default: $CONTRASTLAB_BUDGET, else gpu with CUDA, else cpu)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--results", default=None, help="results folder (default: see experiments.default_cache_dir)")
+    train.add_argument("--force", action="store_true", help="train again even if a cached record exists")
+    add_config_arguments(train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint: kNN and linear-probe accuracy on the test split")
+    ev.add_argument("checkpoint", help="path to a checkpoint.pt written by train")
+    return parser
+
+
+def _print_metrics(m: dict) -> None:
+    print(f"kNN accuracy (k={m.get('knn_k', 200)}): {m['knn_acc']:.4f}")
+    print(f"linear probe accuracy: {m['linear_acc']:.4f}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.method not in METHODS:
+        raise SystemExit(f"error: unknown method {args.method!r}; expected one of {', '.join(METHODS)}")
+    reserved = {"command", "method", "dataset", "budget", "seed", "results", "force"}
+    overrides = {k: v for k, v in vars(args).items() if k not in reserved}
+    config = experiments.ExperimentConfig(method=args.method, dataset=args.dataset, budget=args.budget,
+                                          seed=args.seed, overrides=overrides)
+    try:
+        resolved = experiments.resolve(config)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"error: {e.args[0] if e.args else e}") from None
+    path = experiments.record_path(resolved, args.results)
+    print(f"{args.method} on {args.dataset}, budget {resolved['budget']}; record {path}")
+    record = experiments.run(config, cache_dir=args.results, force=args.force)
+    _print_metrics(record["metrics"])
+    ckpt = path.parent / "runs" / path.stem / "checkpoint.pt"
+    if ckpt.exists():
+        print(f"checkpoint: {ckpt}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import train
+    state = train.load_checkpoint(args.checkpoint)
+    resolved = state.get("meta", {}).get("experiment")
+    if resolved is None:
+        raise train.CheckpointError(f"checkpoint {args.checkpoint!r} holds no experiment config: "
+                                    "it was not written by `python -m contrastlab train` or experiments.run")
+    x_tr, y_tr, x_te, y_te = experiments.load_data(resolved["dataset"], resolved["train"]["seed"])
+    encoder, method = experiments.build_method(resolved, x_tr.shape[1])
+    method.load_state_dict(state["model"])
+    device = train.resolve_device(resolved["train"]["device"])
+    encoder.to(device)
+    transform = train.eval_transform(resolved["augment"]["size"])
+    from . import metrics
+    f_tr = metrics.extract_features(encoder, x_tr, transform=transform)
+    f_te = metrics.extract_features(encoder, x_te, transform=transform)
+    result = experiments.evaluate(f_tr, y_tr.to(f_tr.device), f_te, y_te.to(f_te.device), resolved["eval"],
+                                  resolved["train"]["seed"])
+    print(f"{Path(args.checkpoint)}: {resolved['method']['name']} on {resolved['dataset']['name']}, "
+          f"step {state['step']}")
+    _print_metrics(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DatasetNotFoundError
+    from .train import CheckpointError
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "eval": cmd_eval}[args.command](args)
+    except (CheckpointError, DatasetNotFoundError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

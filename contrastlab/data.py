@@ -1,0 +1,465 @@
+"""Datasets as whole tensors, plus a sampler that never leaves the training device.
+
+Every dataset the book uses fits in memory as uint8 (CIFAR-10 is 150 MB), so a dataset here
+is just two tensors: ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64 ``(N,)``. They are
+moved to the GPU once; :class:`IndexBatches` then hands out shuffled index batches and the
+training loop gathers ``images[idx]`` itself. There is no DataLoader and no worker pool, so
+the two CPU cores of a Colab machine never become the bottleneck.
+
+    images, labels = load_dataset("fashion-mnist", "train")      # (60000, 1, 28, 28) uint8
+    images = images.to(device)
+    for idx in IndexBatches(len(images), 256, seed=0, device=device).epoch(3):
+        x = images[idx]                                            # (256, 1, 28, 28)
+
+Where the files come from (first hit wins):
+
+1. the ``root`` argument, 2. ``$CONTRASTLAB_DATA``, 3. the cache folder
+``$XDG_CACHE_HOME/contrastlab`` (default ``~/.cache/contrastlab``), 4. for Fashion-MNIST only,
+Debian's ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``),
+5. with ``download=True``, a torchvision download into ``root`` or the cache folder.
+Nothing touches the network unless ``download=True`` and the files were found nowhere.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._validate import check_choice, check_positive, check_tensor, shape_str
+
+__all__ = ["DATASETS", "DatasetInfo", "DatasetNotFoundError", "IndexBatches", "load_dataset", "subsample"]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's files were found in none of the searched folders and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset looks like once loaded by :func:`load_dataset`."""
+
+    name: str                 # key in DATASETS
+    channels: int             # C of the (N, C, H, W) images
+    size: int                 # H == W
+    num_classes: int          # labels are 0 .. num_classes - 1 (-1 for unlabeled examples)
+    splits: tuple[str, ...]   # valid values of load_dataset(split=...)
+    classes: tuple[str, ...]  # human-readable class names, indexed by label
+
+
+_CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
+    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew",
+    "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower",
+    "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor", "train", "trout",
+    "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"
+)
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("digits", 1, 8, 10, ("train", "test"), tuple(str(d) for d in range(10))),
+    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, 10, ("train", "test"), (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+    "cifar10": DatasetInfo("cifar10", 3, 32, 10, ("train", "test"), (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    "cifar100": DatasetInfo("cifar100", 3, 32, 100, ("train", "test"), _CIFAR100_CLASSES),
+    "stl10": DatasetInfo("stl10", 3, 96, 10, ("train", "test", "unlabeled"), (
+        "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")),
+}
+
+# Debian's dataset-fashion-mnist package; a module attribute so tests can point it elsewhere.
+_DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+# ----------------------------------------------------------------------------------------------
+# load_dataset
+
+
+def load_dataset(name: str, split: str = "train", *, root=None,
+                 download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a whole dataset split as two CPU tensors.
+
+    Args:
+        name: one of ``DATASETS``: "digits", "fashion-mnist", "cifar10", "cifar100", "stl10".
+        split: one of ``DATASETS[name].splits`` ("train", "test"; stl10 also "unlabeled").
+        root: folder searched first (str or path). Downloads go here when given.
+        download: fetch the data with torchvision when no searched folder has it. With
+            ``download=False`` nothing touches the network.
+
+    Returns:
+        images: uint8 ``(N, C, H, W)``, values 0..255.
+        labels: int64 ``(N,)``, values 0..C-1; -1 for stl10's "unlabeled" split.
+        Both are fresh copies: modifying them does not affect later calls.
+
+    Raises:
+        ValueError: unknown ``name`` or ``split``.
+        DatasetNotFoundError: the files are nowhere and could not be downloaded; the message
+            lists every folder searched and how to get the data.
+    """
+    check_choice("name", name, DATASETS)
+    info = DATASETS[name]
+    if split not in info.splits:
+        raise ValueError(f"unknown split {split!r} for dataset {name!r}; "
+                         f"expected one of {', '.join(map(repr, info.splits))}")
+    if name == "digits":
+        images, labels = _load_cached("digits", split, "", ())
+        return images.clone(), labels.clone()
+
+    folder, looked = _locate(name, split, root)
+    failure = None
+    if folder is None and download:
+        dest = Path(root).expanduser() if root is not None else _cache_dir()
+        try:
+            _download(name, split, dest)
+        except Exception as err:  # noqa: BLE001 (offline, HTTP error, bad md5, bad archive: all "not here")
+            failure = f"download into {dest} failed: {type(err).__name__}: {err}"
+        folder, _ = _locate(name, split, root)
+    if folder is None:
+        raise DatasetNotFoundError(_not_found_message(name, split, looked, download, failure))
+
+    if name == "stl10" and split == "unlabeled":  # 2.7 GB: too big to keep a second copy around
+        return _load_uncached(name, split, folder)
+    images, labels = _load_cached(name, split, str(folder), _stamp(name, split, folder))
+    return images.clone(), labels.clone()
+
+
+def _search_bases(root) -> list[Path]:
+    """Base folders in search order: root, $CONTRASTLAB_DATA, the cache folder (no duplicates)."""
+    bases = []
+    for base in (root, os.environ.get("CONTRASTLAB_DATA") or None, _cache_dir()):
+        if base is not None:
+            base = Path(base).expanduser()
+            if base not in bases:
+                bases.append(base)
+    return bases
+
+
+def _cache_dir() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "contrastlab"
+
+
+def _locate(name: str, split: str, root) -> tuple[Path | None, list[Path]]:
+    """First folder holding ``name``'s files, and every folder looked in.
+
+    For fashion-mnist the folder holding the IDX files; for the torchvision datasets the root
+    that torchvision expects (the one containing ``cifar-10-batches-py/`` etc.).
+    """
+    looked = []
+    if name == "fashion-mnist":
+        candidates = []
+        for base in _search_bases(root):
+            candidates += [base, base / "fashion-mnist", base / "FashionMNIST" / "raw"]
+        for folder in candidates + [_DEBIAN_FASHION_MNIST]:
+            looked.append(folder)
+            if all(_idx_path(folder, stem) is not None for stem in _idx_stems(split)):
+                return folder, looked
+        return None, looked
+    cls = _torchvision_class(name)
+    for base in _search_bases(root):
+        looked.append(base / cls.base_folder)
+        if all((base / cls.base_folder / f).is_file() for f in _torchvision_files(name)):
+            return base, looked
+    return None, looked
+
+
+def _not_found_message(name, split, looked, download, failure) -> str:
+    lines = [f"dataset {name!r} (split {split!r}) was not found. Looked in:"]
+    lines += [f"  {folder}" for folder in looked]
+    if failure:
+        lines.append(failure)
+    lines.append("To get it, any of:")
+    if name == "fashion-mnist":
+        lines.append("  - on Debian/Ubuntu: apt-get install dataset-fashion-mnist")
+    lines.append("  - set CONTRASTLAB_DATA (or pass root=) to a folder that holds the files"
+                 + (" (the IDX files, plain or .gz)" if name == "fashion-mnist"
+                    else f" ({_torchvision_class(name).base_folder}/ as torchvision extracts it)"))
+    if not download:
+        lines.append(f"  - when online, call load_dataset({name!r}, download=True) "
+                     f"(saves into root, or {_cache_dir()})")
+    return "\n".join(lines)
+
+
+def _stamp(name: str, split: str, folder: Path) -> tuple:
+    """(mtime, size) of the files read, so the in-process cache notices rewritten files."""
+    if name == "fashion-mnist":
+        files = [_idx_path(folder, stem) for stem in _idx_stems(split)]
+    else:
+        cls = _torchvision_class(name)
+        files = [folder / cls.base_folder / f for f in _torchvision_files(name)]
+    return tuple((st.st_mtime_ns, st.st_size) for st in (f.stat() for f in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, split: str, folder: str, stamp: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    return _load_uncached(name, split, Path(folder))
+
+
+def _load_uncached(name: str, split: str, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    if name == "digits":
+        return _load_digits(split)
+    if name == "fashion-mnist":
+        return _load_fashion_mnist(split, folder)
+    return _load_torchvision(name, split, folder)
+
+
+# ----------------------------------------------------------------------------------------------
+# digits (scikit-learn's copy of the UCI 8x8 handwritten digits, 1797 images)
+
+
+def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified 80/20 split with a fixed seed: per class, the first 80% of a shuffle is train."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    values = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
+    targets = digits.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    chosen = []
+    for c in range(10):
+        members = rng.permutation(np.flatnonzero(targets == c))
+        n_train = round(0.8 * len(members))
+        chosen.append(members[:n_train] if split == "train" else members[n_train:])
+    keep = np.sort(np.concatenate(chosen))
+    return torch.from_numpy(values[keep][:, None]), torch.from_numpy(targets[keep])
+
+
+# ----------------------------------------------------------------------------------------------
+# fashion-mnist (IDX files, parsed here: a magic number, big-endian sizes, then raw bytes)
+
+
+def _idx_stems(split: str) -> tuple[str, str]:
+    prefix = "train" if split == "train" else "t10k"
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an unsigned-byte IDX file (optionally gzipped) into an array of its stored shape."""
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path} is not an unsigned-byte IDX file: expected magic bytes 00 00 08 xx, "
+                         f"got {raw[:4].hex(' ')}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) - header != math.prod(dims):
+        raise ValueError(f"{path} is truncated or padded: header says {math.prod(dims)} values "
+                         f"of shape {shape_str(dims)}, got {len(raw) - header} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _load_fashion_mnist(split: str, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    image_stem, label_stem = _idx_stems(split)
+    images = _read_idx(_idx_path(folder, image_stem))  # (N, 28, 28)
+    labels = _read_idx(_idx_path(folder, label_stem))  # (N,)
+    if images.ndim != 3 or labels.shape != images.shape[:1]:
+        raise ValueError(f"fashion-mnist files in {folder} disagree: images of shape "
+                         f"{shape_str(images.shape)}, labels of shape {shape_str(labels.shape)}")
+    return torch.from_numpy(images[:, None]), torch.from_numpy(labels.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------------------------
+# cifar10, cifar100, stl10 (through torchvision.datasets, imported only when needed)
+
+
+def _torchvision_class(name: str):
+    from torchvision import datasets
+
+    return {"fashion-mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10,
+            "cifar100": datasets.CIFAR100, "stl10": datasets.STL10}[name]
+
+
+def _torchvision_files(name: str) -> list[str]:
+    """Files torchvision insists on before it loads any split (it checks all of them)."""
+    cls = _torchvision_class(name)
+    files = [f for f, _md5 in cls.train_list + cls.test_list]
+    return files + [cls.meta["filename"]] if hasattr(cls, "meta") else files
+
+
+def _download(name: str, split: str, dest: Path) -> None:
+    """Let torchvision download (and verify) ``name`` into ``dest``; the only network access."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cls = _torchvision_class(name)
+    if name == "stl10":
+        cls(dest, split=split, download=True)
+    else:  # FashionMNIST lands in dest/FashionMNIST/raw, one of the layouts _locate knows
+        cls(dest, train=(split == "train"), download=True)
+
+
+def _load_torchvision(name: str, split: str, base: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    cls = _torchvision_class(name)
+    try:
+        if name == "stl10":
+            ds = cls(base, split=split, download=False)
+        else:
+            ds = cls(base, train=(split == "train"), download=False)
+    except RuntimeError as err:  # torchvision's "not found or corrupted" (md5 mismatch)
+        raise DatasetNotFoundError(f"dataset {name!r} files in {base / cls.base_folder} were rejected "
+                                   f"by torchvision: {err}. Delete them and load again with download=True, "
+                                   f"or point root=/CONTRASTLAB_DATA at an intact copy.") from err
+    if name == "stl10":
+        images = np.ascontiguousarray(ds.data)                     # (N, 3, 96, 96) already
+        labels = np.asarray(ds.labels).astype(np.int64)            # -1 for "unlabeled"
+    else:
+        images = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+        labels = np.asarray(ds.targets, dtype=np.int64)            # cifar100: fine labels
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+# ----------------------------------------------------------------------------------------------
+# subsample
+
+
+def subsample(images: torch.Tensor, labels: torch.Tensor, n: int, *,
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-balanced random subset of ``n`` examples, deterministic in ``seed``.
+
+    Every class gets ``n // C`` examples (C = number of distinct labels), the remainder going
+    one each to randomly chosen classes; a class with too few examples gives all it has and
+    the others make up the difference. Kept examples stay in their original order.
+
+    Args:
+        images: ``(N, ...)`` any dtype, any device.
+        labels: ``(N,)`` integer class labels, on any device.
+        n: size of the subset, ``>= 0``. ``n >= N`` returns the inputs themselves.
+        seed: seed of the private CPU generator that picks the subset.
+
+    Returns:
+        images ``(n, ...)`` and labels ``(n,)``, on the inputs' devices.
+    """
+    check_tensor("labels", labels, ndim=1)
+    check_tensor("images", images)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"images and labels must have the same length, got {images.shape[0]} "
+                         f"and {labels.shape[0]}")
+    check_positive("n", n, allow_zero=True)
+    if n >= labels.shape[0]:
+        return images, labels
+
+    gen = torch.Generator().manual_seed(seed)
+    cpu_labels = labels.cpu()
+    classes, counts = torch.unique(cpu_labels, return_counts=True)  # sorted, (C,)
+    quota = _balanced_quota(counts, n, gen)                         # (C,)
+    picked = []
+    for c, q in zip(classes, quota.tolist()):
+        members = torch.nonzero(cpu_labels == c).squeeze(1)
+        picked.append(members[torch.randperm(len(members), generator=gen)[:q]])
+    keep = torch.sort(torch.cat(picked)).values
+    return images[keep.to(images.device)], labels[keep.to(labels.device)]
+
+
+def _balanced_quota(counts: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Per-class sizes summing to ``n``, as equal as ``counts`` allows (water filling)."""
+    quota = torch.zeros_like(counts)
+    remaining, open_classes = n, torch.argsort(counts)  # smallest classes first
+    while len(open_classes) > 0:
+        share = remaining // len(open_classes)
+        smallest = open_classes[0]
+        if counts[smallest] > share:
+            break
+        quota[smallest] = counts[smallest]  # this class cannot fill a fair share: take it whole
+        remaining -= int(counts[smallest])
+        open_classes = open_classes[1:]
+    if len(open_classes) > 0:  # every open class has more than `share` examples
+        share, extra = divmod(remaining, len(open_classes))
+        quota[open_classes] = share
+        lucky = open_classes[torch.randperm(len(open_classes), generator=gen)[:extra]]
+        quota[lucky] += 1
+    return quota
+
+
+# ----------------------------------------------------------------------------------------------
+# IndexBatches
+
+
+class IndexBatches:
+    """Shuffled index batches over a dataset that already lives on the training device.
+
+    No worker processes and no copies of images: each batch is an int64 index tensor on
+    ``device``, and the caller gathers ``images[idx]``. The order of epoch ``e`` depends only on
+    ``(seed, e)``, so a run resumed mid-epoch with ``epoch(e, start=s)`` sees exactly the batches
+    it would have seen without the interruption.
+
+    Args:
+        n: dataset size N.
+        batch_size: indices per batch B.
+        seed: base seed; combined with the epoch number for each epoch's permutation.
+        device: where the index tensors live (the dataset's device).
+        shuffle: permute each epoch; if False, batches walk 0..N-1 in order.
+        drop_last: drop the final short batch (needs ``batch_size <= n``).
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int = 0, device="cpu",
+                 shuffle: bool = True, drop_last: bool = True):
+        check_positive("n", n)
+        check_positive("batch_size", batch_size)
+        check_positive("seed", seed, allow_zero=True)
+        if drop_last and batch_size > n:
+            raise ValueError(f"batch_size must be <= n when drop_last=True (else no batches), "
+                             f"got batch_size={batch_size} and n={n}")
+        self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
+        self.device = torch.device(device)
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        full, rest = divmod(self.n, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        """Index batches of epoch ``epoch``, skipping the first ``start`` of them.
+
+        Args:
+            epoch: epoch number, ``>= 0``; selects the permutation.
+            start: batches already consumed in this epoch, ``0 <= start <= len(self)``.
+
+        Returns:
+            An iterator over int64 tensors of shape ``(batch_size,)`` on ``device`` (the last
+            one shorter when ``drop_last=False`` and ``batch_size`` does not divide ``n``).
+        """
+        check_positive("epoch", epoch, allow_zero=True)
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start must be in [0, {len(self)}] (batches per epoch), got {start}")
+        return self._batches(self._order(epoch), start)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n, device=self.device)
+        # SeedSequence mixes (seed, epoch) into one well-spread 64-bit seed, never colliding
+        # the way seed * K + epoch would.
+        mixed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+        gen = torch.Generator().manual_seed(mixed)  # CPU: same permutation on every device
+        return torch.randperm(self.n, generator=gen).to(self.device)
+
+    def _batches(self, order: torch.Tensor, start: int) -> Iterator[torch.Tensor]:
+        for i in range(start, len(self)):
+            yield order[i * self.batch_size:(i + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        """Batches of epoch 0; call :meth:`epoch` for the others."""
+        return self.epoch(0)
+
+    def __repr__(self) -> str:
+        return (f"IndexBatches(n={self.n}, batch_size={self.batch_size}, seed={self.seed}, "
+                f"device={str(self.device)!r}, shuffle={self.shuffle}, drop_last={self.drop_last})")

@@ -1,0 +1,295 @@
+"""Experiments as cached, reproducible records: ``record = run(ExperimentConfig(...))``.
+
+An `ExperimentConfig` names a method, a dataset, a budget and overrides. `resolve` expands
+it into the full configuration (dataset sizes, encoder, method hyperparameters, augmentation,
+training, evaluation) from the budget's preset; `run` trains and evaluates, then stores a JSON
+record under the results folder, keyed by a hash of the resolved configuration, so the next
+call with the same configuration loads the record instead of training again.
+
+Budgets:
+    smoke  seconds; for tests and CI (a tiny subset, one epoch).
+    cpu    minutes on 2 CPU cores: small CNN on the full Fashion-MNIST training set.
+    gpu    the recipe meant for a GPU: CIFAR-stem ResNet-18, batch 512.
+The default is $CONTRASTLAB_BUDGET if set, else 'gpu' when CUDA is present, else 'cpu'.
+
+Baselines go through the same path: method 'raw_pixels' (kNN and linear probe on pixels)
+and 'random_init' (the same on features of an untrained encoder).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__, metrics
+from ._validate import check_choice
+from .augment import AugmentConfig, SimCLRAugment
+from .data import DATASETS, load_dataset, subsample
+from .methods import METHODS
+from .models import build_encoder
+from .train import TrainConfig, eval_transform, fit, resolve_device
+
+BUDGETS = ("smoke", "cpu", "gpu")
+BASELINES = ("raw_pixels", "random_init")
+CACHE_VERSION = 1  # bump when a change to the code makes old records wrong
+
+
+@dataclass
+class DataConfig:
+    """Which images an experiment trains and evaluates on."""
+
+    name: str = "fashion-mnist"  # a name in contrastlab.data.DATASETS
+    train_size: int | None = None  # class-balanced subset of the train split; None keeps it whole
+    test_size: int | None = None  # likewise for the test split
+
+
+@dataclass
+class EncoderConfig:
+    """The encoder f."""
+
+    name: str = "small_cnn"  # 'small_cnn' or 'resnet18' (CIFAR stem)
+    width: float = 32  # channels of the small CNN's first block, or ResNet-18's width multiplier
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of the frozen representation h after training."""
+
+    knn_k: int = 200  # neighbours in the weighted kNN (InstDisc's protocol)
+    knn_temperature: float = 0.1  # weights exp(s / temperature)
+    linear_epochs: int = 100  # epochs of the linear probe (logistic regression on h)
+    probe_z: bool = False  # also probe the projection z (the h-versus-z ablation)
+
+
+# Per-budget presets: dotted keys into the resolved configuration.
+PRESETS: dict[str, dict] = {
+    "smoke": {"dataset.train_size": 1000, "dataset.test_size": 500, "encoder.width": 8,
+              "train.epochs": 1, "train.batch_size": 128, "train.warmup_epochs": 0.0,
+              "train.monitor_train": 500, "train.monitor_test": 200, "eval.linear_epochs": 20},
+    "cpu": {"encoder.width": 32, "train.epochs": 8, "train.batch_size": 256},
+    "gpu": {"encoder.name": "resnet18", "encoder.width": 1.0, "train.epochs": 100,
+            "train.batch_size": 512, "train.warmup_epochs": 10.0},
+}
+# Per-dataset augmentation: image size, and a milder smallest crop for small images.
+DATASET_AUGMENT = {"digits": {"augment.size": 8, "augment.crop_scale": (0.3, 1.0)},
+                   "fashion-mnist": {"augment.size": 28, "augment.crop_scale": (0.2, 1.0)},
+                   "cifar10": {"augment.size": 32}, "cifar100": {"augment.size": 32},
+                   "stl10": {"augment.size": 64}}
+
+
+@dataclass
+class ExperimentConfig:
+    """What to run. ``overrides`` maps dotted keys of the resolved config to values,
+    e.g. ``{"train.epochs": 20, "method.temperature": 0.1, "augment.strength": 0.5}``."""
+
+    method: str = "simclr"  # a name in contrastlab.methods.METHODS, or a baseline
+    dataset: str = "fashion-mnist"
+    budget: str | None = None  # None: default_budget()
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)
+
+
+def default_budget() -> str:
+    """$CONTRASTLAB_BUDGET if set, else 'gpu' when CUDA is available, else 'cpu'."""
+    budget = os.environ.get("CONTRASTLAB_BUDGET")
+    if budget:
+        check_choice("CONTRASTLAB_BUDGET", budget, BUDGETS)
+        return budget
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def default_cache_dir() -> Path:
+    """$CONTRASTLAB_RESULTS, else results/ of a source checkout, else ~/.cache/contrastlab/results."""
+    if os.environ.get("CONTRASTLAB_RESULTS"):
+        return Path(os.environ["CONTRASTLAB_RESULTS"])
+    checkout = Path(__file__).resolve().parents[1] / "results"
+    if checkout.is_dir():
+        return checkout
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "contrastlab" / "results"
+
+
+def resolve(config: ExperimentConfig) -> dict:
+    """The full configuration of an experiment as a JSON-able dict of sections."""
+    check_choice("method", config.method, [*METHODS, *BASELINES])
+    check_choice("dataset", config.dataset, DATASETS)
+    budget = config.budget or default_budget()
+    check_choice("budget", budget, BUDGETS)
+    resolved = {
+        "budget": budget,
+        "dataset": asdict(DataConfig(name=config.dataset)),
+        "encoder": asdict(EncoderConfig()),
+        "method": {"name": config.method},
+        "augment": asdict(AugmentConfig()),
+        "train": asdict(TrainConfig(seed=config.seed)),
+        "eval": asdict(EvalConfig()),
+    }
+    if config.method in METHODS:
+        resolved["method"].update(asdict(METHODS[config.method][1]()))
+    for source in (PRESETS[budget], DATASET_AUGMENT.get(config.dataset, {}), config.overrides):
+        for key, value in source.items():
+            _set(resolved, key, value)
+    if config.method == "raw_pixels":       # nothing is trained: drop what cannot matter
+        for section in ("encoder", "augment", "train"):
+            resolved.pop(section)
+    elif config.method == "random_init":
+        resolved.pop("augment")
+        resolved["train"] = {"seed": config.seed, "device": resolved["train"]["device"]}
+    return json.loads(json.dumps(resolved))   # tuples -> lists, a plain copy
+
+
+def _set(resolved: dict, key: str, value) -> None:
+    section, _, name = key.partition(".")
+    fixed = {"method.name", "dataset.name"}   # chosen through ExperimentConfig.method / .dataset
+    if section not in resolved or not isinstance(resolved[section], dict) or name not in resolved[section] \
+            or key in fixed:
+        valid = [f"{s}.{k}" for s, sec in resolved.items() if isinstance(sec, dict) for k in sec
+                 if f"{s}.{k}" not in fixed]
+        raise KeyError(f"unknown override {key!r}; expected one of: {', '.join(valid)}")
+    resolved[section][name] = value
+
+
+def config_hash(resolved: dict) -> str:
+    blob = json.dumps({"v": CACHE_VERSION, **resolved}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def record_path(resolved: dict, cache_dir: str | Path | None = None) -> Path:
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    stem = f"{resolved['method']['name']}-{resolved['dataset']['name']}-{resolved['budget']}-{config_hash(resolved)}"
+    return cache_dir / f"{stem}.json"
+
+
+def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force: bool = False,
+        progress: bool = True) -> dict:
+    """Train and evaluate ``config`` (or load its cached record) and return the record.
+
+    The record is a dict: ``config`` (resolved), ``key``, ``metrics`` (knn_acc, linear_acc,
+    ...), ``curves`` (per-epoch lists), ``provenance`` (contrastlab version and commit, device,
+    torch version, date, wall time, budget). Checkpoints go to ``<cache_dir>/runs/<name>/``,
+    so an interrupted run resumes when ``run`` is called again.
+    """
+    resolved = resolve(config)
+    path = record_path(resolved, cache_dir)
+    if path.exists() and not force:
+        return json.loads(path.read_text())
+    run_dir = path.parent / "runs" / path.stem
+    if force and (run_dir / "checkpoint.pt").exists():
+        (run_dir / "checkpoint.pt").unlink()
+    tic = time.perf_counter()
+    metrics_, curves, device = _execute(resolved, run_dir, progress)
+    record = {"config": resolved, "key": config_hash(resolved), "metrics": metrics_, "curves": curves,
+              "provenance": provenance(device, resolved["budget"], time.perf_counter() - tic)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return record
+
+
+def load_data(section: dict, seed: int):
+    """(train_images, train_labels, test_images, test_labels) for a resolved 'dataset' section."""
+    x_tr, y_tr = load_dataset(section["name"], "train")
+    x_te, y_te = load_dataset(section["name"], "test")
+    if section["train_size"]:
+        x_tr, y_tr = subsample(x_tr, y_tr, section["train_size"], seed=seed)
+    if section["test_size"]:
+        x_te, y_te = subsample(x_te, y_te, section["test_size"], seed=seed)
+    return x_tr, y_tr, x_te, y_te
+
+
+def build_method(resolved: dict, in_channels: int):
+    """The encoder and method of a resolved config, initialised from its seed."""
+    torch.manual_seed(resolved["train"]["seed"])
+    enc = resolved["encoder"]
+    encoder = build_encoder(enc["name"], in_channels, width=enc["width"])
+    name = resolved["method"]["name"]
+    if name not in METHODS:
+        return encoder, None
+    cls, cfg_cls = METHODS[name]
+    hparams = {k: v for k, v in resolved["method"].items() if k != "name"}
+    return encoder, cls(encoder, cfg_cls(**hparams))
+
+
+def evaluate(features_train, y_train, features_test, y_test, section: dict, seed: int = 0) -> dict:
+    """kNN and linear-probe accuracy of frozen features, fitted on train, reported on test."""
+    knn = metrics.knn_accuracy(features_train, y_train, features_test, y_test,
+                               k=section["knn_k"], temperature=section["knn_temperature"])
+    probe = metrics.linear_probe(features_train, y_train, features_test, y_test,
+                                 epochs=section["linear_epochs"], seed=seed)
+    return {"knn_acc": knn, "linear_acc": probe["test_acc"], "linear_train_acc": probe["train_acc"]}
+
+
+def _execute(resolved: dict, run_dir: Path, progress: bool):
+    seed = resolved["train"]["seed"] if "train" in resolved else 0
+    x_tr, y_tr, x_te, y_te = load_data(resolved["dataset"], seed)
+    name = resolved["method"]["name"]
+    if name == "raw_pixels":
+        f_tr, f_te = x_tr.flatten(1).float() / 255, x_te.flatten(1).float() / 255
+        return evaluate(f_tr, y_tr, f_te, y_te, resolved["eval"], seed), {}, resolve_device("cpu")
+    device = resolve_device(resolved["train"]["device"])
+    encoder, method = build_method(resolved, x_tr.shape[1])
+    curves = {}
+    size = resolved["augment"]["size"] if "augment" in resolved else x_tr.shape[-1]
+    if method is not None:
+        train_cfg = TrainConfig(**resolved["train"])
+        augment = SimCLRAugment(AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                 for k, v in resolved["augment"].items()}))
+        history = fit(method, augment, x_tr, train_cfg, labels=y_tr, eval_data=(x_te, y_te),
+                      out_dir=run_dir, progress=progress, meta={"experiment": resolved})
+        curves = {k: v for k, v in history.items() if k != "finished"}
+    encoder.to(device)
+    transform = eval_transform(size)
+    f_tr = metrics.extract_features(encoder, x_tr, transform=transform)
+    f_te = metrics.extract_features(encoder, x_te, transform=transform)
+    result = evaluate(f_tr, y_tr.to(f_tr.device), f_te, y_te.to(f_te.device), resolved["eval"], seed)
+    if method is not None and resolved["eval"]["probe_z"]:
+        z = _EmbedZ(method)
+        z_tr = metrics.extract_features(z, x_tr, transform=transform)
+        z_te = metrics.extract_features(z, x_te, transform=transform)
+        zres = evaluate(z_tr, y_tr.to(z_tr.device), z_te, y_te.to(z_te.device), resolved["eval"], seed)
+        result.update({f"{k}_z": v for k, v in zres.items()})
+    return result, curves, device
+
+
+class _EmbedZ(torch.nn.Module):
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, x):
+        return self.method.embed(x)
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "contrastlab"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("-dirty" if dirty else "")) if commit else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return device.type
+
+
+def provenance(device: torch.device, budget: str, wall_time_s: float) -> dict:
+    return {"contrastlab": __version__, "commit": _git_commit(), "device": device_name(device),
+            "torch": torch.__version__, "python": platform.python_version(), "budget": budget,
+            "wall_time_s": round(wall_time_s, 2),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

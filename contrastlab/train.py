@@ -1,0 +1,337 @@
+"""Training loop shared by every method: `fit(method, augment, images, config)`.
+
+One step: a batch of indices -> views made on the device by ``augment`` -> ``method(views)``
+-> backward (under autocast on GPU) -> optimizer step with the warmup-cosine learning rate
+-> ``method.on_step_end``. Once per epoch: mean loss, views per second, a weighted-kNN
+monitor, one JSON line in ``out_dir/log.jsonl`` and an atomic checkpoint.
+
+A checkpoint holds the model, optimizer, grad scaler, step, history and RNG states, so a
+resumed run continues the same run: same batches, same augmentations, same weights. Ctrl-C
+(or a notebook's interrupt) finishes the current step, writes a checkpoint and stops.
+
+    python -m contrastlab train simclr --epochs 10      # the CLI wraps this through experiments.run
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import metrics
+from ._validate import check_choice, check_positive, check_tensor
+from .data import IndexBatches
+from .optim import OPTIMIZERS, build_optimizer, warmup_cosine
+
+CHECKPOINT_FORMAT = "contrastlab-checkpoint-v1"
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults follow SimCLR's recipe, scaled to small images."""
+
+    epochs: int = 10  # passes over the training images
+    batch_size: int = 256  # images per step (the method sees n_views times as many views)
+    optimizer: str = "lars"  # 'lars' (SimCLR's), 'sgd' or 'adam'
+    lr: float = 0.3  # learning rate per 256 images, scaled linearly with batch_size (SimCLR: 0.3 x B/256)
+    weight_decay: float = 1e-6  # on weights only, not biases or BatchNorm (SimCLR's value with LARS)
+    momentum: float = 0.9  # for SGD and LARS
+    warmup_epochs: float = 1.0  # linear warmup, then cosine decay to zero
+    amp: str = "auto"  # 'auto' (bf16 on GPUs that have it, else fp16 with loss scaling; off on CPU), 'bf16', 'fp16' or 'off'
+    device: str = "auto"  # 'auto' (cuda, then mps, then cpu) or a torch device string
+    seed: int = 0  # seeds the batches and the augmentations
+    knn_every: int = 1  # kNN monitor every this many epochs; 0 turns it off
+    monitor_train: int = 5000  # train images in the monitor's kNN bank
+    monitor_test: int = 1000  # test images the monitor classifies
+    checkpoint_every: int = 0  # also checkpoint every this many steps within an epoch; 0: at epoch ends only
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read back (truncated, corrupt or not ours)."""
+
+
+# ----------------------------------------------------------------------------- devices and precision
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda if available, then mps, then cpu; anything else is passed to torch.device."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device must be 'auto' or a torch device such as 'cuda:0', got {device!r}") from e
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
+    check_choice("amp", amp, ("auto", "bf16", "fp16", "off"))
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def eval_transform(size: int | None):
+    """uint8 images -> float in [0, 1], resized to ``size`` when they are another size."""
+    def transform(x: Tensor) -> Tensor:
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        if size is not None and x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return x
+    return transform
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file, fsync, then rename over the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint written by `save_checkpoint`; raise CheckpointError if it is damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or garbled files
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt and cannot be loaded "
+                              f"({type(e).__name__}: {e}); delete it to start the run again") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{str(path)!r} is not a contrastlab checkpoint: expected format "
+                              f"{CHECKPOINT_FORMAT!r}, got {got!r}")
+    return state
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+@contextmanager
+def _deferred_interrupt():
+    """Turn the first Ctrl-C into a flag checked between steps, so a checkpoint is consistent."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:                      # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _check_inputs(method, images, labels, eval_data, config):
+    if not isinstance(method, nn.Module):
+        raise TypeError(f"method must be a contrastlab Method (an nn.Module), got {type(method).__name__}")
+    check_tensor("images", images, ndim=4, dtype=torch.uint8)
+    if labels is not None:
+        check_tensor("labels", labels, ndim=1)
+        if len(labels) != len(images):
+            raise ValueError(f"labels must have one entry per image, got {len(labels)} labels "
+                             f"for {len(images)} images")
+    if eval_data is not None:
+        if not (isinstance(eval_data, (tuple, list)) and len(eval_data) == 2):
+            raise TypeError("eval_data must be a pair (test_images, test_labels)")
+        check_tensor("eval_data[0]", eval_data[0], ndim=4, dtype=torch.uint8)
+    check_positive("epochs", config.epochs)
+    check_positive("batch_size", config.batch_size)
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    if config.batch_size > len(images):
+        raise ValueError(f"batch_size must be at most the number of images ({len(images)}), "
+                         f"got {config.batch_size}")
+
+
+def _monitor_subset(n: int, k: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed + 7919)
+    return torch.randperm(n, generator=g)[: min(n, k)]
+
+
+def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None = None, *,
+        labels: Tensor | None = None, eval_data: tuple[Tensor, Tensor] | None = None,
+        out_dir: str | Path | None = None, resume: bool = True, max_steps: int | None = None,
+        progress: bool = True, meta: dict | None = None) -> dict:
+    """Train ``method`` on ``images`` with views from ``augment``; return the per-epoch history.
+
+    Args:
+        method: a `contrastlab.methods.Method`.
+        augment: makes views on the device: ``augment.views(x, n)`` -> list of n float batches.
+        images: uint8 (N, C, H, W), on any device (moved once to the training device).
+        config: a TrainConfig.
+        labels: int64 (N,); used by supervised methods and by the kNN monitor's bank.
+        eval_data: (test_images, test_labels) classified by the kNN monitor each epoch.
+        out_dir: where ``checkpoint.pt`` and ``log.jsonl`` go; None keeps nothing on disk.
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists.
+        max_steps: stop (with a checkpoint) after this many steps in all, e.g. to split a run.
+        progress: show a tqdm progress bar with the loss and views per second.
+        meta: extra JSON-able facts stored in the checkpoint (the experiment's config, say).
+
+    Returns:
+        dict of lists, one entry per finished epoch: epoch, step, loss, lr, views_per_sec,
+        knn_acc (None where the monitor did not run), time_s; plus "finished" (bool).
+    """
+    config = config or TrainConfig()
+    _check_inputs(method, images, labels, eval_data, config)
+    device = resolve_device(config.device)
+    dtype = autocast_dtype(config.amp, device)
+    method.to(device)
+    images = images.to(device)
+    labels_dev = labels.to(device) if labels is not None else None
+    n_views = getattr(method, "n_views", 2)
+
+    batches = IndexBatches(len(images), config.batch_size, seed=config.seed, device=device)
+    steps_per_epoch = len(batches)
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    base_lr = config.lr * config.batch_size / 256
+    optimizer = build_optimizer(config.optimizer, method, base_lr, config.weight_decay, config.momentum)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    monitor = None
+    if config.knn_every and labels is not None and eval_data is not None:
+        tr = _monitor_subset(len(images), config.monitor_train, config.seed)
+        te = _monitor_subset(len(eval_data[0]), config.monitor_test, config.seed)
+        size = getattr(getattr(augment, "config", None), "size", None)
+        monitor = (images[tr.to(device)], labels[tr], eval_data[0][te], eval_data[1][te], eval_transform(size))
+
+    history = {k: [] for k in ("epoch", "step", "loss", "lr", "views_per_sec", "knn_acc", "time_s")}
+    step, partial = 0, {"loss_sum": 0.0, "count": 0, "time": 0.0}
+    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, history, partial = state["step"], state["history"], state["partial"]
+        _set_rng_state(state["rng"], device)
+    else:
+        torch.manual_seed(config.seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(config.seed)
+
+    def checkpoint():
+        if ckpt_path is None:
+            return
+        save_checkpoint({
+            "format": CHECKPOINT_FORMAT, "step": step, "history": history, "partial": partial,
+            "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "rng": _rng_state(device),
+            "train_config": asdict(config), "meta": meta or {},
+        }, ckpt_path)
+
+    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
+    bar = None
+    if progress and step < stop_at:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total_steps, initial=step, desc=getattr(method, "name", "train"), unit="step")
+
+    method.train()
+    with _deferred_interrupt() as interrupt:
+        while step < stop_at:
+            epoch, start = divmod(step, steps_per_epoch)
+            loss_sum = torch.tensor(partial["loss_sum"], device=device)
+            tic = time.perf_counter()
+            for idx in batches.epoch(epoch, start=start):
+                lr = warmup_cosine(step, total_steps, warmup_steps, base_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                views = augment.views(images[idx], n_views)
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    out = method(views, index=idx, labels=None if labels_dev is None else labels_dev[idx])
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(out["loss"]).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                method.on_step_end(step / total_steps)
+                loss_sum += out["loss"].detach().float()
+                partial["count"] += 1
+                if bar is not None:
+                    bar.update(1)
+                    if step % 25 == 0:   # one host sync every 25 steps for the display
+                        elapsed = partial["time"] + time.perf_counter() - tic
+                        bar.set_postfix(loss=f"{loss_sum.item() / partial['count']:.4f}",
+                                        views_per_s=f"{partial['count'] * config.batch_size * n_views / elapsed:.0f}")
+                ends_epoch = step % steps_per_epoch == 0
+                if interrupt["stop"] or step == stop_at or ends_epoch or (
+                        config.checkpoint_every and step % config.checkpoint_every == 0):
+                    partial["loss_sum"] = loss_sum.item()
+                    partial["time"] += time.perf_counter() - tic
+                    tic = time.perf_counter()
+                    if ends_epoch:
+                        _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monitor,
+                                   out_dir)
+                    checkpoint()
+                    if interrupt["stop"]:
+                        if bar is not None:
+                            bar.close()
+                        where = f"; checkpoint saved to {ckpt_path}, run again to resume" if ckpt_path else ""
+                        raise KeyboardInterrupt(f"training interrupted at step {step}{where}")
+                    if step == stop_at:
+                        break
+    if bar is not None:
+        bar.close()
+    history["finished"] = step >= total_steps
+    return history
+
+
+def _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monitor, out_dir):
+    knn = None
+    if monitor is not None and (epoch + 1) % config.knn_every == 0:
+        bank, bank_labels, test, test_labels, transform = monitor
+        f_bank = metrics.extract_features(method.encoder, bank, transform=transform)
+        f_test = metrics.extract_features(method.encoder, test, transform=transform)
+        knn = metrics.knn_accuracy(f_bank, bank_labels.to(f_bank.device), f_test, test_labels.to(f_bank.device))
+        method.train()
+    row = {"epoch": epoch + 1, "step": step, "loss": partial["loss_sum"] / max(1, partial["count"]),
+           "lr": lr, "views_per_sec": partial["count"] * config.batch_size * n_views / max(partial["time"], 1e-9),
+           "knn_acc": knn, "time_s": partial["time"]}
+    for k, v in row.items():
+        history[k].append(v)
+    partial.update(loss_sum=0.0, count=0, time=0.0)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(out_dir) / "log.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+
+from contrastlab import experiments as E
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTRASTLAB_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+TINY = {"dataset.train_size": 300, "dataset.test_size": 100, "encoder.width": 4, "train.batch_size": 64,
+        "train.monitor_train": 100, "train.monitor_test": 50, "eval.linear_epochs": 5}
+
+
+def test_resolve_applies_budget_dataset_and_overrides_in_order():
+    r = E.resolve(E.ExperimentConfig(method="simclr", budget="gpu", overrides={"train.epochs": 3}))
+    assert r["encoder"]["name"] == "resnet18" and r["train"]["batch_size"] == 512   # gpu preset
+    assert r["augment"]["size"] == 28 and r["augment"]["crop_scale"] == [0.2, 1.0]  # dataset preset
+    assert r["train"]["epochs"] == 3                                                 # override wins
+    assert r["method"] == {"name": "simclr", "temperature": 0.5, "head": "mlp", "proj_dim": 128,
+                           "hidden_dim": None}
+
+
+def test_default_budget_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("CONTRASTLAB_BUDGET", "smoke")
+    assert E.default_budget() == "smoke"
+    assert E.resolve(E.ExperimentConfig())["budget"] == "smoke"
+    monkeypatch.setenv("CONTRASTLAB_BUDGET", "huge")
+    with pytest.raises(ValueError, match="unknown CONTRASTLAB_BUDGET 'huge'"):
+        E.default_budget()
+
+
+def test_bad_names_and_overrides_are_reported():
+    with pytest.raises(ValueError, match="unknown method 'simclrr'; expected one of 'simclr'"):
+        E.resolve(E.ExperimentConfig(method="simclrr"))
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        E.resolve(E.ExperimentConfig(dataset="mnist"))
+    with pytest.raises(KeyError, match="unknown override 'train.epoch'.*train.epochs"):
+        E.resolve(E.ExperimentConfig(overrides={"train.epoch": 3}))
+    with pytest.raises(KeyError, match="unknown override 'method.name'"):
+        E.resolve(E.ExperimentConfig(overrides={"method.name": "byol"}))
+
+
+def test_hash_depends_on_every_setting():
+    base = E.resolve(E.ExperimentConfig(budget="cpu"))
+    other = E.resolve(E.ExperimentConfig(budget="cpu", overrides={"method.temperature": 0.2}))
+    assert E.config_hash(base) == E.config_hash(E.resolve(E.ExperimentConfig(budget="cpu")))
+    assert E.config_hash(base) != E.config_hash(other)
+
+
+def test_run_records_provenance_and_is_cached(results):
+    config = E.ExperimentConfig(method="simclr", dataset="digits", budget="smoke", overrides=TINY)
+    record = E.run(config, progress=False)
+    path = E.record_path(E.resolve(config))
+    assert path.parent == results and path.exists()
+    assert json.loads(path.read_text()) == record
+    assert 0 <= record["metrics"]["knn_acc"] <= 1 and 0 <= record["metrics"]["linear_acc"] <= 1
+    assert record["curves"]["epoch"] == [1] and len(record["curves"]["loss"]) == 1
+    prov = record["provenance"]
+    assert prov["budget"] == "smoke" and prov["device"].startswith("cpu") and prov["wall_time_s"] > 0
+    assert {"contrastlab", "commit", "torch", "date"} <= prov.keys()
+    assert (results / "runs" / path.stem / "checkpoint.pt").exists()
+    # a second call loads the record instead of training: poison the file to prove it
+    record["metrics"]["knn_acc"] = -1.0
+    path.write_text(json.dumps(record))
+    assert E.run(config, progress=False)["metrics"]["knn_acc"] == -1.0
+    assert E.run(config, progress=False, force=True)["metrics"]["knn_acc"] >= 0
+
+
+def test_baselines_run_without_training(results):
+    over = {k: v for k, v in TINY.items() if k.startswith(("dataset", "eval"))}
+    raw = E.run(E.ExperimentConfig(method="raw_pixels", dataset="digits", budget="smoke", overrides=over),
+                progress=False)
+    assert raw["curves"] == {} and "encoder" not in raw["config"]
+    assert raw["metrics"]["linear_acc"] > 0.8          # digits are nearly linearly separable in pixels
+    rnd = E.run(E.ExperimentConfig(method="random_init", dataset="digits", budget="smoke",
+                                   overrides={**over, "encoder.width": 4}), progress=False)
+    assert rnd["curves"] == {} and rnd["metrics"]["knn_acc"] > 0.2
+
+
+def test_probe_z_adds_projection_metrics(results):
+    rec = E.run(E.ExperimentConfig(method="simclr", dataset="digits", budget="smoke",
+                                   overrides={**TINY, "eval.probe_z": True}), progress=False)
+    assert {"knn_acc_z", "linear_acc_z"} <= rec["metrics"].keys()
