@@ -459,7 +459,7 @@ class AugmentConfig:
     def __post_init__(self):
         if not isinstance(self.size, int) or self.size <= 0:
             raise ValueError(f"size must be a positive int, got {self.size!r}")
-        _check_range("crop_scale", self.crop_scale)
+        self.crop_scale = _check_range("crop_scale", self.crop_scale)   # a JSON list becomes a tuple
         check_positive("strength", self.strength, allow_zero=True)
 
 
