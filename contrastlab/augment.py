@@ -517,8 +517,11 @@ class SimCLRAugment(torch.nn.Module):
         """n_views independent augmentations of the same batch, each (N, C, size, size) float32."""
         if not isinstance(n_views, int) or n_views < 1:
             raise ValueError(f"n_views must be a positive int, got {n_views!r}")
-        x = to_float(x).float()                       # convert once, not once per view
-        return [self(x, generator=generator) for _ in range(n_views)]
+        x = to_float(x).float()
+        n = x.shape[0]
+        # one pass over a batch of n_views * N images: every row still draws its own parameters
+        views = self(x.repeat(n_views, 1, 1, 1), generator=generator)
+        return list(views.split(n))
 
     def extra_repr(self) -> str:
         return repr(self.config)

@@ -18,7 +18,7 @@ TINY = {"dataset.train_size": 300, "dataset.test_size": 100, "encoder.width": 4,
 def test_resolve_applies_budget_dataset_and_overrides_in_order():
     r = E.resolve(E.ExperimentConfig(method="simclr", budget="gpu", overrides={"train.epochs": 3}))
     assert r["encoder"]["name"] == "resnet18" and r["train"]["batch_size"] == 512   # gpu preset
-    assert r["augment"]["size"] == 28 and r["augment"]["crop_scale"] == [0.2, 1.0]  # dataset preset
+    assert r["augment"]["size"] == 28 and r["augment"]["crop_scale"] == [0.4, 1.0]  # dataset preset
     assert r["train"]["epochs"] == 3                                                 # override wins
     assert r["method"] == {"name": "simclr", "temperature": 0.5, "head": "mlp", "proj_dim": 128,
                            "hidden_dim": None}
@@ -46,7 +46,7 @@ def test_bad_names_and_overrides_are_reported():
 
 def test_hash_depends_on_every_setting():
     base = E.resolve(E.ExperimentConfig(budget="cpu"))
-    other = E.resolve(E.ExperimentConfig(budget="cpu", overrides={"method.temperature": 0.2}))
+    other = E.resolve(E.ExperimentConfig(budget="cpu", overrides={"method.temperature": 0.3}))
     assert E.config_hash(base) == E.config_hash(E.resolve(E.ExperimentConfig(budget="cpu")))
     assert E.config_hash(base) != E.config_hash(other)
 
@@ -85,3 +85,16 @@ def test_probe_z_adds_projection_metrics(results):
     rec = E.run(E.ExperimentConfig(method="simclr", dataset="digits", budget="smoke",
                                    overrides={**TINY, "eval.probe_z": True}), progress=False)
     assert {"knn_acc_z", "linear_acc_z"} <= rec["metrics"].keys()
+
+
+def test_every_preset_key_names_a_real_field():
+    full = E.resolve(E.ExperimentConfig(method="simclr", budget="cpu"))
+    for preset in [*E.PRESETS.values(), *E.DATASET_AUGMENT.values()]:
+        for key in preset:
+            section, _, name = key.partition(".")
+            assert name in full[section], key
+
+
+def test_presets_skip_fields_a_baseline_does_not_have():
+    r = E.resolve(E.ExperimentConfig(method="random_init", budget="cpu"))
+    assert r["method"] == {"name": "random_init"} and r["encoder"]["width"] == 16

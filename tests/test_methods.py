@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from contrastlab import losses, metrics
+from contrastlab.augment import AugmentConfig, SimCLRAugment
+from contrastlab.data import load_dataset
+from contrastlab.methods import METHODS, SimCLR, SimCLRConfig
+from contrastlab.models import SmallCNN
+from contrastlab.train import TrainConfig, eval_transform, fit
+
+
+def test_registry_names_each_method_with_its_config():
+    assert METHODS["simclr"] == (SimCLR, SimCLRConfig)
+
+
+def test_simclr_forward_is_nt_xent_of_the_projections():
+    torch.manual_seed(0)
+    method = SimCLR(SmallCNN(in_channels=1, width=4), SimCLRConfig(temperature=0.3, proj_dim=8))
+    method.eval()                          # BN in eval mode: each view's output is independent of the batch
+    v1, v2 = torch.rand(6, 1, 12, 12), torch.rand(6, 1, 12, 12)
+    out = method([v1, v2])
+    z1, z2 = method.embed(v1), method.embed(v2)
+    assert out["z1"].shape == (6, 8)
+    torch.testing.assert_close(out["loss"], losses.nt_xent(z1, z2, 0.3))
+
+
+@pytest.mark.parametrize("head,dim", [("none", 16), ("linear", 8), ("mlp", 8)])
+def test_simclr_heads(head, dim):
+    method = SimCLR(SmallCNN(in_channels=1, width=4), SimCLRConfig(head=head, proj_dim=8))
+    assert method.embed(torch.rand(3, 1, 12, 12)).shape == (3, dim)
+
+
+def test_simclr_wants_two_views():
+    method = SimCLR(SmallCNN(in_channels=1, width=4))
+    with pytest.raises(ValueError, match="views must hold 2 augmented batches for SimCLR, got 3"):
+        method([torch.rand(4, 1, 8, 8)] * 3)
+
+
+def knn_of(encoder, x_tr, y_tr, x_te, y_te):
+    t = eval_transform(None)
+    f_tr = metrics.extract_features(encoder, x_tr, transform=t)
+    f_te = metrics.extract_features(encoder, x_te, transform=t)
+    return metrics.knn_accuracy(f_tr, y_tr, f_te, y_te, k=20)
+
+
+@pytest.mark.slow
+def test_simclr_learns_on_real_data():
+    """A short SimCLR run on Fashion-MNIST must beat the same encoder at random init (kNN on held-out images)."""
+    try:
+        x, y = load_dataset("fashion-mnist", "train", download=False)
+        xt, yt = load_dataset("fashion-mnist", "test", download=False)
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    x, y, xt, yt = x[:4096], y[:4096], xt[:1000], yt[:1000]
+    torch.manual_seed(0)
+    method = SimCLR(SmallCNN(in_channels=1, width=8), SimCLRConfig(temperature=0.2))
+    before = knn_of(method.encoder, x, y, xt, yt)
+    aug = SimCLRAugment(AugmentConfig(size=28, crop_scale=(0.4, 1.0)))
+    hist = fit(method, aug, x, TrainConfig(epochs=4, batch_size=256, optimizer="adam", lr=2e-3,
+                                           warmup_epochs=0.5, knn_every=0), progress=False)
+    after = knn_of(method.encoder, x, y, xt, yt)
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert after > before + 0.02, f"kNN accuracy {before:.3f} at random init, {after:.3f} after SimCLR"
