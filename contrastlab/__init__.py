@@ -15,15 +15,29 @@ Importing contrastlab does no work: no downloads, no global settings.
 """
 __version__ = "0.1.0"
 
-from . import augment, data, losses, metrics, models  # noqa: E402
-from .augment import AugmentConfig, SimCLRAugment  # noqa: E402
-from .data import IndexBatches, load_dataset  # noqa: E402
-from .losses import nt_xent  # noqa: E402
-from .methods import METHODS, SimCLR, SimCLRConfig  # noqa: E402
-from .train import TrainConfig, fit, load_checkpoint  # noqa: E402
+from . import augment, data, losses, metrics, models
+from .augment import AugmentConfig, SimCLRAugment
+from .data import IndexBatches, load_dataset
+from .losses import nt_xent
+from .methods import METHODS, SimCLR, SimCLRConfig
+from .train import TrainConfig, fit, load_checkpoint
 
 __all__ = [
-    "__version__", "augment", "data", "losses", "metrics", "models",
-    "AugmentConfig", "SimCLRAugment", "IndexBatches", "load_dataset", "nt_xent",
-    "METHODS", "SimCLR", "SimCLRConfig", "TrainConfig", "fit", "load_checkpoint",
+    "METHODS",
+    "AugmentConfig",
+    "IndexBatches",
+    "SimCLR",
+    "SimCLRAugment",
+    "SimCLRConfig",
+    "TrainConfig",
+    "__version__",
+    "augment",
+    "data",
+    "fit",
+    "load_checkpoint",
+    "load_dataset",
+    "losses",
+    "metrics",
+    "models",
+    "nt_xent",
 ]

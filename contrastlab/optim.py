@@ -42,8 +42,8 @@ class LARS(torch.optim.Optimizer):
         check_positive("momentum", momentum, allow_zero=True)
         check_positive("weight_decay", weight_decay, allow_zero=True)
         check_positive("eta", eta)
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                                      adapt=True))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta,
+                                  "adapt": True})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -78,8 +78,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
-    return [dict(params=decay, weight_decay=weight_decay, adapt=True),
-            dict(params=no_decay, weight_decay=0.0, adapt=False)]
+    return [{"params": decay, "weight_decay": weight_decay, "adapt": True},
+            {"params": no_decay, "weight_decay": 0.0, "adapt": False}]
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,

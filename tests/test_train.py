@@ -9,8 +9,14 @@ from contrastlab.augment import AugmentConfig, SimCLRAugment
 from contrastlab.data import load_dataset
 from contrastlab.methods import SimCLR, SimCLRConfig
 from contrastlab.models import SmallCNN
-from contrastlab.train import (CheckpointError, TrainConfig, autocast_dtype, fit, load_checkpoint,
-                               save_checkpoint)
+from contrastlab.train import (
+    CheckpointError,
+    TrainConfig,
+    autocast_dtype,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +153,7 @@ def test_autocast_dtype():
 
 
 def test_bf16_autocast_trains_on_cpu(digits):
-    x, y = digits
+    x, _ = digits
     cfg = TrainConfig(epochs=1, batch_size=64, optimizer="sgd", lr=0.1, amp="bf16", knn_every=0)
     hist = fit(make_method(), AUG, x, cfg, progress=False)
     assert torch.isfinite(torch.tensor(hist["loss"])).all()
