@@ -36,28 +36,34 @@ def test_simclr_wants_two_views():
         method([torch.rand(4, 1, 8, 8)] * 3)
 
 
-def knn_of(encoder, x_tr, y_tr, x_te, y_te):
+def probe(encoder, x_tr, y_tr, x_te, y_te):
     t = eval_transform(None)
     f_tr = metrics.extract_features(encoder, x_tr, transform=t)
     f_te = metrics.extract_features(encoder, x_te, transform=t)
-    return metrics.knn_accuracy(f_tr, y_tr, f_te, y_te, k=20)
+    return (metrics.knn_accuracy(f_tr, y_tr, f_te, y_te, k=200),
+            metrics.linear_probe(f_tr, y_tr, f_te, y_te)["test_acc"])
 
 
 @pytest.mark.slow
 def test_simclr_learns_on_real_data():
-    """A short SimCLR run on Fashion-MNIST must beat the same encoder at random init (kNN on held-out images)."""
+    """Six epochs of SimCLR on 16k Fashion-MNIST images must beat the same encoder at random init.
+
+    Measured while writing this test (seeds 0 and 1): linear probe +2.9 and +3.1 points,
+    kNN +6.3 and +1.0 points; the thresholds leave room for other machines' numerics.
+    """
     try:
         x, y = load_dataset("fashion-mnist", "train", download=False)
         xt, yt = load_dataset("fashion-mnist", "test", download=False)
     except FileNotFoundError:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    x, y, xt, yt = x[:4096], y[:4096], xt[:1000], yt[:1000]
+    x, y, xt, yt = x[:16384], y[:16384], xt[:2000], yt[:2000]
     torch.manual_seed(0)
-    method = SimCLR(SmallCNN(in_channels=1, width=8), SimCLRConfig(temperature=0.2))
-    before = knn_of(method.encoder, x, y, xt, yt)
+    method = SimCLR(SmallCNN(in_channels=1, width=16), SimCLRConfig(temperature=0.2))
+    knn_before, linear_before = probe(method.encoder, x, y, xt, yt)
     aug = SimCLRAugment(AugmentConfig(size=28, crop_scale=(0.4, 1.0)))
-    hist = fit(method, aug, x, TrainConfig(epochs=4, batch_size=256, optimizer="adam", lr=2e-3,
+    hist = fit(method, aug, x, TrainConfig(epochs=6, batch_size=256, optimizer="adam", lr=2e-3,
                                            warmup_epochs=0.5, knn_every=0), progress=False)
-    after = knn_of(method.encoder, x, y, xt, yt)
-    assert hist["loss"][-1] < hist["loss"][0]
-    assert after > before + 0.02, f"kNN accuracy {before:.3f} at random init, {after:.3f} after SimCLR"
+    knn_after, linear_after = probe(method.encoder, x, y, xt, yt)
+    assert hist["loss"][-1] < hist["loss"][0] - 0.5
+    assert linear_after > linear_before + 0.015, f"linear probe {linear_before:.3f} -> {linear_after:.3f}"
+    assert knn_after > knn_before, f"kNN {knn_before:.3f} -> {knn_after:.3f}"
