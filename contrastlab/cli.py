@@ -29,7 +29,7 @@ SECTIONS = [("dataset", experiments.DataConfig), ("encoder", experiments.Encoder
             ("augment", AugmentConfig), ("train", TrainConfig), ("eval", experiments.EvalConfig)]
 SECTIONS += [("method", cfg) for _, cfg in METHODS.values()]
 # Flags with a name of their own; every other field is --field-name (--section-field on a clash).
-RENAMED = {"encoder.name": "--encoder", "encoder.width": "--width"}
+RENAMED = {"encoder.name": "--encoder"}
 SKIPPED = {"dataset.name", "train.seed"}  # given by --dataset and --seed
 
 

@@ -6,7 +6,7 @@ import pytest
 from contrastlab.cli import build_parser, main
 
 TINY = ["--dataset", "digits", "--budget", "smoke", "--train-size", "300", "--test-size", "100",
-        "--width", "4", "--batch-size", "64", "--monitor-train", "100", "--monitor-test", "50",
+        "--cnn-width", "4", "--batch-size", "64", "--monitor-train", "100", "--monitor-test", "50",
         "--linear-epochs", "5"]
 
 
@@ -36,6 +36,7 @@ def test_train_then_eval_a_checkpoint(tmp_path, capsys):
     assert "linear probe accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch reading the garbage file
 def test_bad_input_gives_a_clear_message(tmp_path, capsys):
     with pytest.raises(SystemExit, match="unknown method 'simclrr'"):
         main(["train", "simclrr"])

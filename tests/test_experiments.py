@@ -11,7 +11,7 @@ def results(tmp_path, monkeypatch):
     return tmp_path
 
 
-TINY = {"dataset.train_size": 300, "dataset.test_size": 100, "encoder.width": 4, "train.batch_size": 64,
+TINY = {"dataset.train_size": 300, "dataset.test_size": 100, "encoder.cnn_width": 4, "train.batch_size": 64,
         "train.monitor_train": 100, "train.monitor_test": 50, "eval.linear_epochs": 5}
 
 
@@ -77,7 +77,7 @@ def test_baselines_run_without_training(results):
     assert raw["curves"] == {} and "encoder" not in raw["config"]
     assert raw["metrics"]["linear_acc"] > 0.8          # digits are nearly linearly separable in pixels
     rnd = E.run(E.ExperimentConfig(method="random_init", dataset="digits", budget="smoke",
-                                   overrides={**over, "encoder.width": 4}), progress=False)
+                                   overrides={**over, "encoder.cnn_width": 4}), progress=False)
     assert rnd["curves"] == {} and rnd["metrics"]["knn_acc"] > 0.2
 
 
@@ -97,4 +97,10 @@ def test_every_preset_key_names_a_real_field():
 
 def test_presets_skip_fields_a_baseline_does_not_have():
     r = E.resolve(E.ExperimentConfig(method="random_init", budget="cpu"))
-    assert r["method"] == {"name": "random_init"} and r["encoder"]["width"] == 16
+    assert r["method"] == {"name": "random_init"} and r["encoder"]["cnn_width"] == 16
+
+
+def test_choosing_resnet18_keeps_its_own_width():
+    r = E.resolve(E.ExperimentConfig(budget="cpu", overrides={"encoder.name": "resnet18"}))
+    encoder, _ = E.build_method(r, in_channels=1)
+    assert encoder.out_dim == 512              # the cpu preset's small-CNN width does not leak in
