@@ -75,8 +75,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
         help_text = f"{comment} (default {default!r}; budgets may preset it)".replace("%", "%%")
-        group.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=help_text,
-                           **_argument_kwargs(hints[f.name], default))
+        kwargs = _argument_kwargs(hints[f.name], default)
+        if "action" not in kwargs:
+            kwargs.setdefault("metavar", f.name.upper())
+        group.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=help_text, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
