@@ -109,7 +109,7 @@ def load_dataset(name: str, split: str = "train", *, root=None,
         DatasetNotFoundError: the files are nowhere and could not be downloaded; the message
             lists every folder searched and how to get the data.
     """
-    check_choice("name", name, DATASETS)
+    check_choice("dataset name", name, DATASETS)
     info = DATASETS[name]
     if split not in info.splits:
         raise ValueError(f"unknown split {split!r} for dataset {name!r}; "
