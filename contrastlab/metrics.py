@@ -330,4 +330,44 @@ def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
     return torch.logsumexp(-t * sq_dist, dim=0) - math.log(sq_dist.numel())
 
 
-__all__ = ["alignment", "extract_features", "knn_accuracy", "knn_predict", "linear_probe", "uniformity"]
+def feature_std(x: Tensor) -> Tensor:
+    """Mean over dimensions of the per-dimension standard deviation of L2-normalised features.
+
+    The collapse monitor of SimSiam / BYOL analyses: a collapsed encoder maps every input to one
+    point and gives 0; features spread over the unit sphere in D dimensions give about 1/sqrt(D).
+
+    Args:
+        x: (N, D) floating features, N >= 2 (normalised here).
+
+    Returns:
+        a float32 scalar.
+    """
+    check_tensor("x", x, ndim=2, floating=True)
+    if x.shape[0] < 2:
+        raise ValueError(f"x must hold N >= 2 samples for a standard deviation, got shape {shape_str(x.shape)}")
+    return F.normalize(x.float(), dim=1).std(dim=0).mean()
+
+
+def effective_rank(x: Tensor) -> Tensor:
+    r"""Effective rank of a batch of features (Roy & Vetterli 2007): :math:`\exp(H(p))`, p = s / sum(s).
+
+    s are the singular values of the centred (N, D) feature matrix; the value runs from 1 (all
+    variance along one direction: dimensional collapse) to min(N, D) (variance spread evenly).
+
+    Args:
+        x: (N, D) floating features, N >= 2.
+
+    Returns:
+        a float32 scalar.
+    """
+    check_tensor("x", x, ndim=2, floating=True)
+    if x.shape[0] < 2:
+        raise ValueError(f"x must hold N >= 2 samples, got shape {shape_str(x.shape)}")
+    x = x.float() - x.float().mean(dim=0)
+    s = torch.linalg.svdvals(x)
+    p = s / s.sum().clamp_min(1e-12)
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+
+
+__all__ = ["alignment", "effective_rank", "extract_features", "feature_std", "knn_accuracy", "knn_predict",
+           "linear_probe", "uniformity"]

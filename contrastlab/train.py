@@ -3,7 +3,8 @@
 One step: a batch of indices -> views made on the device by ``augment`` -> ``method(views)``
 -> backward (under autocast on GPU) -> optimizer step with the warmup-cosine learning rate
 -> ``method.on_step_end``. Once per epoch: mean loss, views per second, a weighted-kNN
-monitor, one JSON line in ``out_dir/log.jsonl`` and an atomic checkpoint.
+monitor, health metrics of h (feature std, effective rank, alignment, uniformity), one
+JSON line in ``out_dir/log.jsonl`` and an atomic checkpoint.
 
 A checkpoint holds the model, optimizer, grad scaler, step, history and RNG states, so a
 resumed run continues the same run: same batches, same augmentations, same weights. Ctrl-C
@@ -210,7 +211,8 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
 
     Returns:
         dict of lists, one entry per finished epoch: epoch, step, loss, lr, views_per_sec,
-        knn_acc (None where the monitor did not run), time_s; plus "finished" (bool).
+        knn_acc (None where the monitor did not run), time_s, feature_std, effective_rank,
+        alignment, uniformity; plus "finished" (bool).
     """
     config = config or TrainConfig()
     _check_inputs(method, images, labels, eval_data, config)
@@ -235,8 +237,10 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
         te = _monitor_subset(len(eval_data[0]), config.monitor_test, config.seed)
         size = getattr(getattr(augment, "config", None), "size", None)
         monitor = (images[tr.to(device)], labels[tr], eval_data[0][te], eval_data[1][te], eval_transform(size))
+    health = _health_probe(augment, eval_data[0] if eval_data is not None else images, config.seed, device)
 
-    history = {k: [] for k in ("epoch", "step", "loss", "lr", "views_per_sec", "knn_acc", "time_s")}
+    history = {k: [] for k in ("epoch", "step", "loss", "lr", "views_per_sec", "knn_acc", "time_s",
+                               *HEALTH_KEYS)}
     step, partial = 0, {"loss_sum": 0.0, "count": 0, "time": 0.0}
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
@@ -302,7 +306,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                     tic = time.perf_counter()
                     if ends_epoch:
                         _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monitor,
-                                   out_dir)
+                                   health, out_dir)
                     checkpoint()
                     if interrupt["stop"]:
                         if bar is not None:
@@ -317,7 +321,44 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
     return history
 
 
-def _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monitor, out_dir):
+HEALTH_KEYS = ("feature_std", "effective_rank", "alignment", "uniformity")
+
+
+def _health_probe(augment, images: Tensor, seed: int, device: torch.device, n: int = 512):
+    """A fixed batch and two fixed views of it, made once, for the per-epoch health metrics.
+
+    The views come from a private generator, so measuring health never moves the training RNG
+    (and a resumed run stays identical to an uninterrupted one).
+    """
+    config = getattr(augment, "config", None)
+    if config is None or len(images) < 2:
+        return None
+    from .augment import SimCLRAugment
+    x = images[_monitor_subset(len(images), n, seed + 1)].to(device)
+    g = torch.Generator(device=device).manual_seed(seed + 104729)
+    pair = SimCLRAugment(config)
+    return pair(x, generator=g), pair(x, generator=g)
+
+
+@torch.no_grad()
+def health_metrics(encoder: nn.Module, v1: Tensor, v2: Tensor) -> dict[str, float]:
+    """Feature std, effective rank, alignment and uniformity of h on two views of one batch.
+
+    Alignment and uniformity (Wang & Isola 2020) are taken on L2-normalised h, uniformity as the
+    mean over the two views; std and effective rank on the first view's h.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    h1, h2 = encoder(v1).float(), encoder(v2).float()
+    encoder.train(was_training)
+    n1, n2 = F.normalize(h1, dim=1), F.normalize(h2, dim=1)
+    values = {"feature_std": metrics.feature_std(h1), "effective_rank": metrics.effective_rank(h1),
+              "alignment": metrics.alignment(n1, n2),
+              "uniformity": (metrics.uniformity(n1) + metrics.uniformity(n2)) / 2}
+    return {k: float(v) for k, v in values.items()}
+
+
+def _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monitor, health, out_dir):
     knn = None
     if monitor is not None and (epoch + 1) % config.knn_every == 0:
         bank, bank_labels, test, test_labels, transform = monitor
@@ -328,6 +369,8 @@ def _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monit
     row = {"epoch": epoch + 1, "step": step, "loss": partial["loss_sum"] / max(1, partial["count"]),
            "lr": lr, "views_per_sec": partial["count"] * config.batch_size * n_views / max(partial["time"], 1e-9),
            "knn_acc": knn, "time_s": partial["time"]}
+    row.update(health_metrics(method.encoder, *health) if health is not None
+               else dict.fromkeys(HEALTH_KEYS))
     for k, v in row.items():
         history[k].append(v)
     partial.update(loss_sum=0.0, count=0, time=0.0)

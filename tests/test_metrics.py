@@ -267,3 +267,24 @@ def test_alignment_uniformity_errors():
         uniformity(torch.randn(4, 3), t=0.0)
     with pytest.raises(ValueError, match="alpha must be > 0, got -2"):
         alignment(torch.randn(4, 3), torch.randn(4, 3), alpha=-2.0)
+
+
+def test_feature_std_is_zero_for_collapsed_features_and_about_one_over_sqrt_d_when_spread():
+    from contrastlab.metrics import feature_std
+    assert feature_std(torch.ones(16, 8) * 3).item() == pytest.approx(0.0, abs=1e-6)
+    torch.manual_seed(0)
+    spread = feature_std(torch.randn(20000, 16)).item()
+    assert spread == pytest.approx(1 / 16 ** 0.5, rel=0.03)
+
+
+def test_effective_rank_closed_forms():
+    from contrastlab.metrics import effective_rank
+    torch.manual_seed(0)
+    direction = torch.randn(1, 8)
+    rank_one = torch.randn(50, 1) * direction
+    assert effective_rank(rank_one).item() == pytest.approx(1.0, abs=1e-3)
+    # +-e_i rows: centred, every singular value equal -> effective rank D
+    eye = torch.eye(6)
+    assert effective_rank(torch.cat([eye, -eye])).item() == pytest.approx(6.0, rel=1e-4)
+    with pytest.raises(ValueError, match="N >= 2"):
+        effective_rank(torch.ones(1, 4))
