@@ -137,7 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise train.CheckpointError(f"checkpoint {args.checkpoint!r} holds no experiment config: "
                                     "it was not written by `python -m contrastlab train` or experiments.run")
     x_tr, y_tr, x_te, y_te = experiments.load_data(resolved["dataset"], resolved["train"]["seed"])
-    encoder, method = experiments.build_method(resolved, x_tr.shape[1])
+    encoder, method = experiments.build_method(resolved, x_tr.shape[1], num_samples=len(x_tr))
     method.load_state_dict(state["model"])
     device = train.resolve_device(resolved["train"]["device"])
     encoder.to(device)

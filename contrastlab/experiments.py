@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -75,7 +76,7 @@ class EvalConfig:
 # 256) the kNN monitor read 0.707 with LARS at tau 0.5, 0.721 with Adam, 0.736 with Adam at
 # tau 0.2 and 0.743 with Adam and crops of at least 40%, so the fast budgets use Adam and
 # tau 0.2. The gpu budget keeps the paper's LARS and tau = 0.5.
-_FAST = {"train.optimizer": "adam", "train.lr": 2e-3, "train.weight_decay": 1e-5, "method.temperature": 0.2}
+_FAST = {"train.optimizer": "adam", "train.lr": 2e-3, "train.weight_decay": 1e-5}
 PRESETS: dict[str, dict] = {
     "smoke": {**_FAST, "dataset.train_size": 1000, "dataset.test_size": 500, "encoder.cnn_width": 8,
               "train.epochs": 1, "train.batch_size": 128, "train.warmup_epochs": 0.0,
@@ -85,6 +86,8 @@ PRESETS: dict[str, dict] = {
     "gpu": {"encoder.name": "resnet18", "train.epochs": 100,
             "train.batch_size": 512, "train.warmup_epochs": 10.0},
 }
+# Per-method settings of the fast budgets (smoke and cpu), on top of PRESETS.
+FAST_METHOD_PRESETS: dict[str, dict] = {"simclr": {"method.temperature": 0.2}}
 # Per-dataset augmentation: image size, and a milder smallest crop for small images
 # (on 28x28 Fashion-MNIST a crop of 8% of the image rarely shows which garment it is).
 DATASET_AUGMENT = {"digits": {"augment.size": 8, "augment.crop_scale": (0.3, 1.0)},
@@ -147,7 +150,10 @@ def resolve(config: ExperimentConfig) -> dict:
     elif config.method == "random_init":
         resolved.pop("augment")
         resolved["train"] = {"seed": config.seed, "device": resolved["train"]["device"]}
-    for preset in (PRESETS[budget], DATASET_AUGMENT.get(config.dataset, {})):
+    fast = FAST_METHOD_PRESETS.get(config.method, {}) if budget in ("smoke", "cpu") else {}
+    if "num_classes" in resolved["method"]:
+        resolved["method"]["num_classes"] = DATASETS[config.dataset].num_classes
+    for preset in (PRESETS[budget], fast, DATASET_AUGMENT.get(config.dataset, {})):
         for key, value in preset.items():     # a preset sets only what this method has
             section, _, name = key.partition(".")
             if name in resolved.get(section, {}):
@@ -217,8 +223,11 @@ def load_data(section: dict, seed: int):
     return x_tr, y_tr, x_te, y_te
 
 
-def build_method(resolved: dict, in_channels: int):
-    """The encoder and method of a resolved config, initialised from its seed."""
+def build_method(resolved: dict, in_channels: int, num_samples: int | None = None):
+    """The encoder and method of a resolved config, initialised from its seed.
+
+    ``num_samples`` (the training-set size) reaches methods that keep a row per image (InstDisc).
+    """
     torch.manual_seed(resolved["train"]["seed"])
     enc = resolved["encoder"]
     width = enc["cnn_width"] if enc["name"] == "small_cnn" else enc["resnet_width"]
@@ -228,7 +237,18 @@ def build_method(resolved: dict, in_channels: int):
         return encoder, None
     cls, cfg_cls = METHODS[name]
     hparams = {k: v for k, v in resolved["method"].items() if k != "name"}
-    return encoder, cls(encoder, cfg_cls(**hparams))
+    extra = {"num_samples": num_samples} if "num_samples" in inspect.signature(cls).parameters else {}
+    return encoder, cls(encoder, cfg_cls(**hparams), **extra)
+
+
+def build_augment(resolved: dict):
+    """The view maker of a resolved config: multi-crop when the method asks for small views."""
+    config = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in resolved["augment"].items()})
+    n_small = resolved["method"].get("n_small", 0)
+    if n_small:
+        from .multicrop import MultiCropAugment
+        return MultiCropAugment(config, n_small=n_small)
+    return SimCLRAugment(config)
 
 
 def evaluate(features_train, y_train, features_test, y_test, section: dict, seed: int = 0) -> dict:
@@ -248,14 +268,12 @@ def _execute(resolved: dict, run_dir: Path, progress: bool):
         f_tr, f_te = x_tr.flatten(1).float() / 255, x_te.flatten(1).float() / 255
         return evaluate(f_tr, y_tr, f_te, y_te, resolved["eval"], seed), {}, resolve_device("cpu")
     device = resolve_device(resolved["train"]["device"])
-    encoder, method = build_method(resolved, x_tr.shape[1])
+    encoder, method = build_method(resolved, x_tr.shape[1], num_samples=len(x_tr))
     curves = {}
     size = resolved["augment"]["size"] if "augment" in resolved else x_tr.shape[-1]
     if method is not None:
         train_cfg = TrainConfig(**resolved["train"])
-        augment = SimCLRAugment(AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                 for k, v in resolved["augment"].items()}))
-        history = fit(method, augment, x_tr, train_cfg, labels=y_tr, eval_data=(x_te, y_te),
+        history = fit(method, build_augment(resolved), x_tr, train_cfg, labels=y_tr, eval_data=(x_te, y_te),
                       out_dir=run_dir, progress=progress, meta={"experiment": resolved})
         curves = {k: v for k, v in history.items() if k != "finished"}
     encoder.to(device)

@@ -1,7 +1,9 @@
 """Contrastive losses as pure tensor functions.
 
 Each loss takes projections (and hyperparameters) and returns a scalar; nothing here holds
-state. Shapes follow the book's vocabulary: N batch size, D projection dimension.
+state. Shapes follow the book's vocabulary: N batch size, D projection dimension, K negatives
+or prototypes, V views, B batch of SwAV codes. Every loss computes in float32 with autocast
+disabled, so half-precision inputs (fp16/bf16) and autocast regions give the fp32 result.
 """
 from __future__ import annotations
 
@@ -81,4 +83,419 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
         return F.cross_entropy(logits.float(), targets)
 
 
-__all__ = ["nt_xent"]
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _check_number(name: str, value, *, allow_zero: bool) -> None:
+    """A finite python number > 0 (or >= 0 with allow_zero)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    bound = ">= 0" if allow_zero else "> 0"
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def _check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {shape_str(a.shape)} and {shape_str(b.shape)}"
+        )
+
+
+def _unit(x: Tensor) -> Tensor:
+    """Cast to float32, then L2-normalise the last dimension (fp16 would turn eps=1e-12 into 0)."""
+    return F.normalize(x.float(), dim=-1)
+
+
+def _check_view_pair(z1: Tensor, z2: Tensor) -> None:
+    check_tensor("z1", z1, ndim=2, floating=True)
+    check_tensor("z2", z2, ndim=2, floating=True)
+    _check_same_shape("z1", z1, "z2", z2)
+    if z1.shape[0] < 2:
+        raise ValueError(
+            f"z1 and z2 need a batch of N >= 2 (a batch of one has no negatives), got N = {z1.shape[0]}"
+        )
+
+
+def _pair_similarities(z1: Tensor, z2: Tensor, semi_hard: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The 2N-view layout of nt_xent: cosine similarities, positive similarity, negative weights.
+
+    Returns ``sim`` (2N, 2N) float32, ``s_pos`` (2N,) the similarity of each anchor to its other
+    view, and ``weights`` (2N, 2N) that average over the anchor's negatives: 1/|negatives| on
+    the negatives kept, 0 elsewhere (the anchor itself and its positive are never negatives).
+    With ``semi_hard`` only negatives with s_neg < s_pos are kept, or all of them for an anchor
+    that has none; this is decided on the device, without a host sync.
+    """
+    n = z1.shape[0]
+    device = z1.device
+    z = _unit(torch.cat([z1, z2], dim=0))              # (2N, D), views of image k at rows k and k + N
+    sim = z @ z.T                                       # (2N, 2N) s_ij
+    idx = torch.arange(n, device=device)
+    targets = torch.cat([idx + n, idx])                 # (2N,) row of the other view
+    rows = torch.arange(2 * n, device=device)
+    s_pos = sim[rows, targets]                          # (2N,)
+    negatives = torch.ones(2 * n, 2 * n, dtype=torch.bool, device=device)
+    negatives[rows, rows] = False                       # not the anchor itself
+    negatives[rows, targets] = False                    # not its positive: 2N - 2 negatives per row
+    if semi_hard:
+        easier = negatives & (sim < s_pos[:, None])     # semi-hard: less similar than the positive
+        negatives = torch.where(easier.any(dim=1, keepdim=True), easier, negatives)
+    weights = negatives.float()
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return sim, s_pos, weights
+
+
+# --------------------------------------------------------------------------------------------
+# InfoNCE (CPC, MoCo)
+
+
+def info_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: float = 0.1) -> Tensor:
+    r"""InfoNCE with explicit negatives (van den Oord et al. 2018, CPC Eq. 4; He et al. 2020, MoCo Eq. 1).
+
+    Each query :math:`q_n` is scored against its positive key :math:`k_n^+` and K negative keys by
+    cosine similarity, and the loss is a (K + 1)-way softmax cross-entropy whose target is the
+    positive:
+
+    .. math::
+
+        \ell_n = -\log \frac{\exp(q_n \cdot k_n^+ / \tau)}
+            {\exp(q_n \cdot k_n^+ / \tau) + \sum_{j=1}^{K} \exp(q_n \cdot k_{nj}^- / \tau)},
+        \qquad L = \frac{1}{N} \sum_{n=1}^{N} \ell_n,
+
+    with all vectors L2-normalised (in float32). The negatives are either one set shared by all
+    queries, (K, D), like MoCo's queue, or a set per query, (N, K, D), like CPC's samples.
+    Gradients flow into all three inputs; with MoCo, pass keys and queue already detached.
+
+    Args:
+        query: (N, D) floating.
+        positive: (N, D), same shape as ``query``.
+        negatives: (K, D) shared or (N, K, D) per query, K >= 1, same D.
+        temperature: tau > 0 (MoCo uses 0.07, MoCo v2 and SimCLR-style setups 0.1–0.2).
+
+    Returns:
+        the mean loss over the N queries, a float32 scalar. A positive and negatives all equal
+        to the query give log(K + 1).
+    """
+    check_tensor("query", query, ndim=2, floating=True)
+    check_tensor("positive", positive, ndim=2, floating=True)
+    _check_same_shape("query", query, "positive", positive)
+    check_tensor("negatives", negatives, floating=True)
+    n, d = query.shape
+    if negatives.ndim == 2:
+        expected = f"(K, {d})"
+        ok = negatives.shape[1] == d
+    elif negatives.ndim == 3:
+        expected = f"(K, {d}) or ({n}, K, {d})"
+        ok = negatives.shape[0] == n and negatives.shape[2] == d
+    else:
+        expected, ok = f"(K, {d}) or ({n}, K, {d})", False
+    if not ok or negatives.shape[-2] == 0:
+        raise ValueError(
+            f"negatives must have shape {expected} with K >= 1 for query of shape {shape_str(query.shape)}, "
+            f"got {shape_str(negatives.shape)}"
+        )
+    _check_temperature(temperature)
+
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        q, k_pos, k_neg = _unit(query), _unit(positive), _unit(negatives)
+        l_pos = (q * k_pos).sum(dim=1, keepdim=True)                   # (N, 1)
+        if k_neg.ndim == 2:
+            l_neg = q @ k_neg.T                                         # (N, D) x (D, K) -> (N, K)
+        else:
+            l_neg = torch.einsum("nd,nkd->nk", q, k_neg)                # (N, K)
+        logits = torch.cat([l_pos, l_neg], dim=1) / temperature         # (N, 1 + K), positive at 0
+        targets = torch.zeros(n, dtype=torch.long, device=query.device)
+        return F.cross_entropy(logits.float(), targets)
+
+
+# --------------------------------------------------------------------------------------------
+# SimCLR's alternatives to NT-Xent (Chen et al. 2020, Table 2 and Section 5.1)
+
+
+def nt_logistic(z1: Tensor, z2: Tensor, temperature: float = 0.5, semi_hard: bool = False) -> Tensor:
+    r"""NT-Logistic, the normalized temperature-scaled logistic loss of SimCLR (Chen et al. 2020, Table 2).
+
+    Same 2N-view layout as :func:`nt_xent`: every view is an anchor, its positive is the other
+    view of its image and the 2N - 2 views of other images are its negatives. Each pair is an
+    independent binary classification on the cosine similarity :math:`s`:
+
+    .. math::
+
+        \ell_i = -\log \sigma(s_{i,+} / \tau)
+                 - \frac{1}{|\mathcal{N}_i|} \sum_{j \in \mathcal{N}_i} \log \sigma(-s_{ij} / \tau),
+        \qquad L = \frac{1}{2N} \sum_{i=1}^{2N} \ell_i.
+
+    Averaging: the negative terms are *averaged* over the anchor's negatives
+    :math:`\mathcal{N}_i`, so the one positive and the negatives carry equal weight (SimCLR
+    re-weights the two terms so the 2N - 2 negatives do not swamp the positive); the Table 2
+    sum over negatives is :math:`|\mathcal{N}_i|` times our negative term.
+
+    Args:
+        z1: projections of the first views, (N, D) floating, N >= 2.
+        z2: projections of the second views, (N, D), same shape as ``z1``.
+        temperature: tau > 0.
+        semi_hard: keep, per anchor, only negatives with :math:`s_{ij} < s_{i,+}` (SimCLR's
+            semi-hard negative mining, Table 2 "sh"); an anchor with none keeps all of them.
+
+    Returns:
+        the mean loss over the 2N anchors, a float32 scalar. Identical embeddings (every s = 1)
+        give log(1 + exp(-1/tau)) + log(1 + exp(1/tau)).
+    """
+    _check_view_pair(z1, z2)
+    _check_temperature(temperature)
+    _check_flag("semi_hard", semi_hard)
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard)
+        positive_term = -F.logsigmoid(s_pos / temperature)                       # (2N,)
+        negative_term = -(weights * F.logsigmoid(-sim / temperature)).sum(dim=1)  # (2N,)
+        return (positive_term + negative_term).mean()
+
+
+def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool = False) -> Tensor:
+    r"""The margin triplet loss of SimCLR's comparison (Chen et al. 2020, Table 2), on cosine similarity.
+
+    Same 2N-view layout as :func:`nt_xent`. For each anchor i and each negative j, a hinge asks
+    the positive to beat the negative by at least the margin m:
+
+    .. math::
+
+        \ell_i = \frac{1}{|\mathcal{N}_i|} \sum_{j \in \mathcal{N}_i} \max(0,\, s_{ij} - s_{i,+} + m),
+        \qquad L = \frac{1}{2N} \sum_{i=1}^{2N} \ell_i.
+
+    As in SimCLR the similarities are cosines, in [-1, 1], so m lives on that scale: m = 0 only
+    asks for the right order, m = 2 can never be met by all pairs (the default m = 1 asks for a
+    gap of half the range). There is no temperature. The hinge is averaged over the anchor's
+    negatives and then over the anchors.
+
+    Args:
+        z1: projections of the first views, (N, D) floating, N >= 2.
+        z2: projections of the second views, (N, D), same shape as ``z1``.
+        margin: m >= 0, a finite number.
+        semi_hard: keep, per anchor, only negatives with :math:`s_{ij} < s_{i,+}`; an anchor
+            with none keeps all of them.
+
+    Returns:
+        the mean hinge, a float32 scalar. Identical embeddings give exactly m.
+    """
+    _check_view_pair(z1, z2)
+    _check_number("margin", margin, allow_zero=True)
+    _check_flag("semi_hard", semi_hard)
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard)
+        hinge = F.relu(sim - s_pos[:, None] + margin)        # (2N, 2N), zero weight off the negatives
+        return (weights * hinge).sum(dim=1).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Supervised contrastive loss
+
+
+_SUPCON_VARIANTS = ("out", "in")
+
+
+def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1, variant: str = "out") -> Tensor:
+    r"""SupCon, the supervised contrastive loss (Khosla et al. 2020, Eq. 2 "out" and Eq. 3 "in").
+
+    The N samples with V views each give NV anchors :math:`i \in I`. The positives
+    P(i) of an anchor are every *other* view whose sample has the same label (including the
+    anchor's own other views); the denominator runs over all views but the anchor,
+    A(i) = I minus {i}. With cosine similarities :math:`s_{ij}`:
+
+    .. math::
+
+        \log p_{ij} = s_{ij}/\tau - \log \sum_{a \in A(i)} \exp(s_{ia}/\tau),
+
+        L^{out}_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)} \log p_{ip},
+        \qquad
+        L^{in}_i = -\log \Big( \frac{1}{|P(i)|} \sum_{p \in P(i)} p_{ip} \Big).
+
+    The paper sums over anchors; here L is the *mean* over anchors, so that with labels =
+    arange(N) and V = 2 (each anchor's only positive is its other view) ``supcon`` equals
+    :func:`nt_xent` of ``z[:, 0]`` and ``z[:, 1]``. When every anchor has exactly one positive,
+    "in" and "out" coincide. Anchors without any positive (possible only with V = 1) are left
+    out of the mean; if no anchor has one the loss is 0.
+
+    Args:
+        z: projections, (N, V, D) floating, N * V >= 2; normalised here.
+        labels: (N,) class labels, any dtype comparable with ``==`` (usually int64).
+        temperature: tau > 0 (the paper uses 0.1).
+        variant: "out" (Eq. 2, the one the paper recommends) or "in" (Eq. 3).
+
+    Returns:
+        the mean loss over anchors with positives, a float32 scalar.
+    """
+    check_tensor("z", z, ndim=3, floating=True)
+    check_tensor("labels", labels)
+    n, v, _ = z.shape
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(
+            f"labels must have one entry per sample, got {labels.shape[0] if labels.ndim == 1 else shape_str(labels.shape)}"
+            f" for z with N = {n}"
+        )
+    if n * v < 2:
+        raise ValueError(f"z needs N * V >= 2 views (one view has no negatives), got shape {shape_str(z.shape)}")
+    _check_temperature(temperature)
+    if variant not in _SUPCON_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(map(repr, _SUPCON_VARIANTS))}")
+
+    device = z.device
+    with torch.autocast(device_type=device.type, enabled=False):
+        views = _unit(z.transpose(0, 1).reshape(v * n, -1))   # (VN, D), view-major like nt_xent
+        anchor_labels = labels.to(device).repeat(v)           # (VN,)
+        logits = (views @ views.T) / temperature              # (VN, VN) s_ij / tau
+        self_mask = torch.eye(v * n, dtype=torch.bool, device=device)
+        logits = logits.masked_fill(self_mask, float("-inf"))                   # A(i) = I \ {i}
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)        # (VN, VN) log p_ij
+        positives = (anchor_labels[:, None] == anchor_labels[None, :]) & ~self_mask   # P(i)
+        n_pos = positives.sum(dim=1)                                            # (VN,) |P(i)|
+        has_pos = n_pos > 0
+        count = n_pos.clamp(min=1).float()
+        if variant == "out":
+            per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=1) / count
+        else:
+            per_anchor = -(torch.logsumexp(log_prob.masked_fill(~positives, float("-inf")), dim=1)
+                           - count.log())
+        per_anchor = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor))
+        return per_anchor.sum() / has_pos.sum().clamp(min=1)
+
+
+# --------------------------------------------------------------------------------------------
+# BYOL
+
+
+def byol(p: Tensor, z: Tensor) -> Tensor:
+    r"""BYOL's regression loss (Grill et al. 2020, Eq. 2): normalised MSE between prediction and target.
+
+    .. math::
+
+        L = \frac{1}{N} \sum_{n=1}^{N} \Big\| \bar p_n - \bar z_n \Big\|_2^2
+          = \frac{1}{N} \sum_{n=1}^{N} \big(2 - 2 \cos(p_n, z_n)\big),
+
+    with :math:`\bar x = x / \|x\|_2`. Only the online network learns from this loss: the
+    caller passes the target projection ``z`` already detached (``z.detach()`` or computed under
+    ``torch.no_grad()``); the function does not detach it. The symmetric BYOL loss is
+    ``byol(p1, z2) + byol(p2, z1)``.
+
+    Args:
+        p: online predictions q_theta(z_theta), (N, D) floating.
+        z: target projections z'_xi, (N, D), same shape, detached by the caller.
+
+    Returns:
+        the mean over the batch, a float32 scalar in [0, 4]: 0 for p = z, 4 for p = -z.
+    """
+    check_tensor("p", p, ndim=2, floating=True)
+    check_tensor("z", z, ndim=2, floating=True)
+    _check_same_shape("p", p, "z", z)
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        cos = (_unit(p) * _unit(z)).sum(dim=1)                # (N,)
+        return (2 - 2 * cos).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# SwAV
+
+
+def _check_iterations(iterations) -> None:
+    if isinstance(iterations, bool) or not isinstance(iterations, int):
+        raise TypeError(f"iterations must be an int, got {type(iterations).__name__}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+
+
+@torch.no_grad()
+def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+    r"""SwAV's Sinkhorn-Knopp codes (Caron et al. 2020, Eq. 3–4 and Algorithm 1).
+
+    Finds soft assignments of the B samples to the K prototypes that follow the scores but
+    split the batch equally among prototypes (the equal-partition constraint):
+
+    .. math::
+
+        Q = \exp(C^\top Z / \varepsilon) \in \mathbb{R}^{K \times B},\ Q \leftarrow Q / \textstyle\sum Q,
+        \quad \text{then repeat:}\ \
+        Q_{k\cdot} \leftarrow \frac{Q_{k\cdot}}{K \sum_b Q_{kb}},\ \
+        Q_{\cdot b} \leftarrow \frac{Q_{\cdot b}}{B \sum_k Q_{kb}},
+
+    so that Q approaches the transportation polytope (rows sum to 1/K, columns to 1/B). The
+    codes are :math:`B\,Q^\top`: every sample's code sums to 1 exactly (the last step normalises
+    columns of Q), and the per-prototype sums over the batch approach B/K as iterations grow.
+
+    Computed without gradient and in float32; the global maximum of ``scores`` is subtracted
+    before the exponential, which cancels in the first normalisation and keeps exp finite.
+
+    Args:
+        scores: prototype scores z^T c_k, (B, K) floating (cosines in SwAV).
+        epsilon: the entropy regularisation, > 0 (SwAV uses 0.05; smaller is sharper).
+        iterations: Sinkhorn rounds, >= 1 (SwAV uses 3).
+
+    Returns:
+        the codes q, (B, K) float32, rows summing to 1, no gradient.
+    """
+    check_tensor("scores", scores, ndim=2, floating=True)
+    _check_number("epsilon", epsilon, allow_zero=False)
+    _check_iterations(iterations)
+    b, k = scores.shape
+    with torch.autocast(device_type=scores.device.type, enabled=False):
+        logits = scores.float() / epsilon
+        q = torch.exp(logits - logits.max()).T           # (K, B)
+        q = q / q.sum()
+        for _ in range(iterations):
+            q = q / (k * q.sum(dim=1, keepdim=True))      # each prototype gets 1/K of the mass
+            q = q / (b * q.sum(dim=0, keepdim=True))      # each sample gets 1/B of the mass
+        return (q * b).T                                  # (B, K), rows sum to 1
+
+
+def swav(scores1: Tensor, scores2: Tensor, codes1: Tensor, codes2: Tensor, temperature: float = 0.1) -> Tensor:
+    r"""SwAV's swapped prediction loss (Caron et al. 2020, Eq. 1–2).
+
+    Two views s and t of each image give prototype scores :math:`z^\top c_k` (``scores1``,
+    ``scores2``) and codes q from :func:`sinkhorn` (``codes1``, ``codes2``). Each view predicts
+    the code of the *other* view from its own scores:
+
+    .. math::
+
+        p^{(k)} = \frac{\exp(z^\top c_k / \tau)}{\sum_{k'} \exp(z^\top c_{k'} / \tau)},
+        \quad
+        \ell(z, q) = -\sum_k q^{(k)} \log p^{(k)},
+        \quad
+        L = \frac{1}{N} \sum_{n=1}^{N} \big[\ell(z_{nt}, q_{ns}) + \ell(z_{ns}, q_{nt})\big],
+
+    i.e. ``scores2`` is scored against ``codes1`` and ``scores1`` against ``codes2``. Scaling:
+    this is the sum of the two swapped terms, averaged over the batch and *not* divided by 2
+    (the form of the SwAV loss in the book's slides); SwAV's released code divides by the
+    number of crops, which halves it for two views. Codes should carry no gradient (those of
+    :func:`sinkhorn` do not); they are not detached here.
+
+    Args:
+        scores1: prototype scores of view s, (N, K) floating.
+        scores2: prototype scores of view t, (N, K).
+        codes1: codes of view s, (N, K), rows summing to 1.
+        codes2: codes of view t, (N, K).
+        temperature: tau > 0 (SwAV uses 0.1).
+
+    Returns:
+        the mean over the batch, a float32 scalar.
+    """
+    names = ("scores1", "scores2", "codes1", "codes2")
+    tensors = (scores1, scores2, codes1, codes2)
+    for name, x in zip(names, tensors):
+        check_tensor(name, x, ndim=2, floating=True)
+    for name, x in zip(names[1:], tensors[1:]):
+        _check_same_shape("scores1", scores1, name, x)
+    _check_temperature(temperature)
+    with torch.autocast(device_type=scores1.device.type, enabled=False):
+        log_p1 = F.log_softmax(scores1.float() / temperature, dim=1)   # (N, K)
+        log_p2 = F.log_softmax(scores2.float() / temperature, dim=1)
+        per_sample = -(codes1.float() * log_p2).sum(dim=1) - (codes2.float() * log_p1).sum(dim=1)
+        return per_sample.mean()
+
+
+__all__ = ["byol", "info_nce", "margin_triplet", "nt_logistic", "nt_xent", "sinkhorn", "supcon", "swav"]

@@ -1,0 +1,198 @@
+"""Instance discrimination (Wu et al. 2018): every training image is its own class.
+
+"Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018. One
+view per image goes through the encoder f and a linear layer to a unit vector v = f(x) (128-d).
+Instead of a weight vector per class, the classifier compares v with a *memory bank*
+V = {v_1, ..., v_n} holding one unit vector per training image (the feature it had when it was
+last seen). The non-parametric softmax (Sec. 3.1)
+
+    P(i | v) = exp(v_i^T v / tau) / sum_j exp(v_j^T v / tau)
+
+is trained with cross-entropy on the image's own index i. With n images the denominator costs
+n dot products, so the paper approximates it with noise-contrastive estimation (Sec. 3.2): m rows drawn uniformly from
+the bank (P_n = 1/n) act as noise, the partition function Z is replaced by a constant
+estimated once, and each sample solves a binary "data or noise" task:
+
+    h(i, v) = P(i|v) / (P(i|v) + m P_n(i)),
+    J_NCE   = -log h(i, v) - sum_{noise j} log(1 - h(j, v))          (per sample, batch-averaged)
+
+After each optimizer step the bank rows of the batch move towards the new features,
+v_i <- normalize(m v_i + (1 - m) f_i) (`on_step_end`). The optional proximal term
+lambda * ||v^(t) - v_i^(t-1)||^2 (Sec. 3.3) pulls the new feature towards its bank row.
+
+Note on the noise: the paper draws m noise rows per sample; here one set of m rows is drawn
+per batch and shared by its N samples. Each sample's noise is still i.i.d. uniform over the
+bank, so the loss has the same expectation, and it costs an (N, m) matrix product instead of a
+gather of N * m rows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._validate import check_positive, check_tensor
+from ..models import ProjectionHead
+from .base import Method
+
+# ----------------------------------------------------------------------------- pure losses
+
+def nonparametric_softmax_loss(v: Tensor, bank: Tensor, index: Tensor, temperature: float) -> Tensor:
+    """Cross-entropy of the exact non-parametric softmax over the whole bank (Wu et al. 2018, Sec. 3.1).
+
+    Args:
+        v: unit features of the batch, (N, D).
+        bank: memory bank, (n, D) unit rows; row ``index[k]`` is sample k's positive.
+        index: (N,) int64 rows of the batch's images in the bank.
+        temperature: tau.
+
+    Returns:
+        mean over the batch of -log P(index_k | v_k), a scalar.
+    """
+    logits = v @ bank.T / temperature                  # (N, n) v_j^T v / tau
+    return F.cross_entropy(logits, index)
+
+
+def nce_loss(v: Tensor, bank: Tensor, index: Tensor, noise: Tensor, temperature: float,
+             Z: Tensor | float) -> Tensor:
+    """NCE loss of instance discrimination (Wu et al. 2018, Sec. 3.2) with uniform noise P_n = 1/n.
+
+    P(i|v) = exp(v_i^T v / tau) / Z with a constant Z; h = P / (P + m/n). Logs are computed as
+    log h = log P - logaddexp(log P, log(m/n)) and log(1 - h) = log(m/n) - logaddexp(...), which
+    stays finite for any similarity.
+
+    Args:
+        v: unit features of the batch, (N, D).
+        bank: memory bank, (n, D).
+        index: (N,) rows of the positives (the batch's own images).
+        noise: (K,) rows drawn from P_n, shared by every sample of the batch (K = m).
+        temperature: tau.
+        Z: the normalising constant (a positive number or 0-d tensor).
+
+    Returns:
+        mean over the batch of -log h(pos) - sum_{K noise} log(1 - h(noise)), a scalar.
+    """
+    n, m = bank.shape[0], noise.shape[0]
+    log_mpn = math.log(m / n)                          # log(m * P_n)
+    log_z = torch.log(torch.as_tensor(Z, dtype=v.dtype, device=v.device))
+    log_p_pos = (v * bank[index]).sum(1) / temperature - log_z      # (N,)
+    log_p_noise = v @ bank[noise].T / temperature - log_z           # (N, K)
+    log_h_pos = log_p_pos - torch.logaddexp(log_p_pos, torch.tensor(log_mpn, device=v.device))
+    log_1mh_noise = log_mpn - torch.logaddexp(log_p_noise, torch.tensor(log_mpn, device=v.device))
+    return -(log_h_pos + log_1mh_noise.sum(1)).mean()
+
+
+def estimate_partition(v: Tensor, bank: Tensor, noise: Tensor, temperature: float) -> Tensor:
+    """Monte-Carlo Z ~ n E_j[exp(v_j^T v / tau)] over the noise rows and the batch (Wu et al. Sec. 3.2).
+
+    Returns a 0-d tensor, detached: the paper estimates Z from the first iteration and keeps it fixed.
+    """
+    sims = v.detach() @ bank[noise].T / temperature    # (N, K)
+    return bank.shape[0] * sims.exp().mean()
+
+
+# ----------------------------------------------------------------------------- the method
+
+@dataclass
+class InstDiscConfig:
+    """Instance discrimination's hyperparameters. Paper defaults unless noted."""
+
+    feature_dim: int = 128  # D of the unit feature v and of the bank rows, the paper's
+    temperature: float = 0.07  # tau of the non-parametric softmax, the paper's
+    bank_momentum: float = 0.5  # m in v_i <- normalize(m v_i + (1 - m) f_i), the paper's code's value
+    nce_k: int = 4096  # noise rows m per batch (paper: 4096 per sample); 0 = exact softmax over the bank
+    proximal: float = 0.0  # lambda of the proximal term (paper: 30 in its ablation); 0 turns it off
+
+
+class InstDisc(Method):
+    """Instance discrimination with a memory bank; ``forward(views, index)`` -> ``{"loss", "features"}``.
+
+    Args:
+        encoder: f, with ``out_dim``.
+        config: an InstDiscConfig.
+        num_samples: n, the number of training images; the bank has one row per image and
+            ``index`` (from `fit`) must hold rows in [0, n).
+
+    Buffers (saved in ``state_dict``): ``bank`` (n, D) unit rows, random at start; ``Z`` the NCE
+    constant, 0 until the first NCE forward sets it.
+    """
+
+    name = "instdisc"
+    n_views = 1
+
+    def __init__(self, encoder: nn.Module, config: InstDiscConfig | None = None, *, num_samples: int):
+        super().__init__(encoder)
+        self.config = cfg = config or InstDiscConfig()
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int (the number of training images), "
+                             f"got {num_samples!r}")
+        check_positive("temperature", cfg.temperature)
+        check_positive("nce_k", cfg.nce_k, allow_zero=True)
+        check_positive("proximal", cfg.proximal, allow_zero=True)
+        if not 0.0 <= cfg.bank_momentum < 1.0:
+            raise ValueError(f"bank_momentum must be in [0, 1), got {cfg.bank_momentum!r}")
+        self.num_samples = num_samples
+        self.head = ProjectionHead(encoder.out_dim, kind="linear", out_dim=cfg.feature_dim)
+        self.register_buffer("bank", F.normalize(torch.randn(num_samples, cfg.feature_dim), dim=1))
+        self.register_buffer("Z", torch.zeros(()))
+        self._pending: tuple[Tensor, Tensor] | None = None   # (v, index) of the last training step
+
+    def forward(self, views: list[Tensor], index: Tensor | None = None,
+                labels: Tensor | None = None) -> dict[str, Tensor]:
+        if len(views) != 1:
+            raise ValueError(f"views must hold 1 augmented batch for InstDisc, got {len(views)}")
+        x = views[0]
+        self._check_index(index, x.shape[0])
+        cfg = self.config
+        z = self.head(self.encoder(x))                 # (N, D), under the caller's autocast
+        with torch.autocast(device_type=x.device.type, enabled=False):   # the loss in float32
+            v = F.normalize(z.float(), dim=1)           # (N, D) unit features
+            if cfg.nce_k == 0:
+                loss = nonparametric_softmax_loss(v, self.bank, index, cfg.temperature)
+            else:
+                noise = self.sample_noise(cfg.nce_k, v.device)                # (K,)
+                est = estimate_partition(v, self.bank, noise, cfg.temperature)
+                self.Z.copy_(torch.where(self.Z > 0, self.Z, est))          # set once, no host sync
+                loss = nce_loss(v, self.bank, index, noise, cfg.temperature, self.Z)
+            if cfg.proximal > 0:
+                loss = loss + cfg.proximal * (v - self.bank[index]).pow(2).sum(1).mean()
+        if self.training:
+            self._pending = (v.detach(), index)
+        return {"loss": loss, "features": v.detach()}
+
+    def sample_noise(self, k: int, device) -> Tensor:
+        """K bank rows drawn uniformly with replacement (P_n = 1/n), on ``device``."""
+        return torch.randint(self.num_samples, (k,), device=device)
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        """Memory-bank update of the last batch: v_i <- normalize(m v_i + (1 - m) f_i)."""
+        if self._pending is None:
+            return
+        v, index = self._pending
+        m = self.config.bank_momentum
+        rows = F.normalize(m * self.bank[index] + (1 - m) * v, dim=1)    # (N, D)
+        self.bank.index_copy_(0, index, rows)
+        self._pending = None
+
+    def _check_index(self, index, n: int) -> None:
+        if index is None:
+            raise ValueError("index is required: InstDisc keeps one memory-bank row per training image")
+        check_tensor("index", index, ndim=1)
+        if index.dtype != torch.long:
+            raise TypeError(f"index must have dtype torch.int64, got {index.dtype}")
+        if index.shape[0] != n:
+            raise ValueError(f"index must have one entry per image in the batch, got {index.shape[0]} "
+                             f"for a batch of {n}")
+        # The range check reads the values, which on a GPU would stall the host every step; there
+        # an out-of-range index surfaces as a device-side assert in the gather instead.
+        if index.device.type == "cpu" and n > 0 and (index.min() < 0 or index.max() >= self.num_samples):
+            raise ValueError(f"index must hold bank rows in [0, {self.num_samples}) (num_samples), "
+                             f"got values in [{int(index.min())}, {int(index.max())}]; was the method "
+                             f"built with num_samples = the number of training images?")
+
+    def embed(self, x: Tensor) -> Tensor:
+        return F.normalize(self.head(self.encoder(x)), dim=1)

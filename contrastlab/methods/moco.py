@@ -1,0 +1,166 @@
+"""MoCo (He et al. 2020) and its v2 head (Chen et al. 2020): a momentum key encoder and a queue.
+
+Algorithm 1 of the MoCo paper, step by step: two augmentations x_q, x_k of each image; the
+query q = f_q(x_q) comes from the encoder being trained, the key k = f_k(x_k) from a slowly
+moving copy of it; q is contrasted with its own key (the positive) and the K keys of earlier
+batches kept in a FIFO queue (the negatives) by InfoNCE; after the optimizer step the key
+encoder follows the query encoder, theta_k <- m theta_k + (1 - m) theta_q (Eq. 2), and this
+batch's keys replace the oldest ones in the queue.
+
+The queue decouples the number of negatives K from the batch size N, and the momentum
+keeps the queued keys consistent with each other: they were all made by nearly the same
+encoder.
+
+Shuffling BN on one device. The paper shuffles the batch across GPUs before computing the
+keys, so that a query and its positive key get their BatchNorm statistics from different
+sub-batches; otherwise the model can pick out the positive from the statistics alone (the
+"cheating" of Sec. 3.3). Here the keys are computed over ``bn_splits`` sub-batches of a
+shuffled batch, running the key network once per sub-batch, then put back in order.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import losses
+from ..models import ProjectionHead
+from .base import Method
+
+
+@dataclass
+class MoCoConfig:
+    """MoCo's hyperparameters; the defaults are those of the MoCo authors' CIFAR-10 demo, scaled for small images."""
+
+    queue_size: int = 4096  # K negatives in the queue (paper: 65536 on ImageNet; 4096 for CIFAR-size data)
+    momentum: float = 0.99  # m of the key encoder's EMA (paper: 0.999; 0.99 for short runs on small data)
+    temperature: float = 0.1  # tau of InfoNCE (v1: 0.07, v2: 0.2 on ImageNet; 0.1 with K = 4096 on CIFAR-10)
+    head: str = "mlp"  # 'mlp' (v2's head, here with BN as in SimCLR), 'linear' (v1's fc) or 'none'
+    proj_dim: int = 128  # dimension of q and k, the paper's
+    shuffle_bn: bool = True  # keys over shuffled sub-batches (the paper's shuffling BN); False shows the cheat
+    bn_splits: int = 4  # sub-batches for the keys' BN (the CIFAR demo: 8 of a batch of 512; here 4 of 256)
+    symmetric: bool = False  # also use x_k as a query against x_q's key, averaging the two losses
+
+
+def _check_config(cfg: MoCoConfig) -> None:
+    for name in ("queue_size", "bn_splits", "proj_dim"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not 0.0 <= cfg.momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {cfg.momentum!r}")
+    if not cfg.temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {cfg.temperature!r}")
+
+
+class MoCo(Method):
+    """MoCo: ``forward(views)`` returns ``{"loss": info_nce(q, k, queue), "q": ..., "k": ...}``.
+
+    Modules: ``encoder`` + ``head`` form the query encoder f_q (trained); ``key_encoder`` +
+    ``key_head`` form the key encoder f_k (a copy, updated only by the momentum rule).
+    Buffers: ``queue`` (K, D) of normalized keys, oldest first at ``queue_ptr``.
+
+    When the queue is updated: in ``forward``, after the loss has been computed from the old
+    queue, and only in training mode (an eval-mode forward, say for a validation loss,
+    changes nothing). ``fit`` checkpoints after ``on_step_end``, so a checkpoint always holds
+    the queue and the key encoder of the same step, and a resumed run continues exactly.
+    """
+
+    name = "moco"
+
+    def __init__(self, encoder: nn.Module, config: MoCoConfig | None = None):
+        super().__init__(encoder)
+        self.config = cfg = config or MoCoConfig()
+        _check_config(cfg)
+        self.head = ProjectionHead(encoder.out_dim, kind=cfg.head, out_dim=cfg.proj_dim)
+        self.key_encoder = copy.deepcopy(encoder)
+        self.key_head = copy.deepcopy(self.head)
+        for p in self._key_params():
+            p.requires_grad = False                   # f_k is not trained by gradients
+        d = self.head.out_dim
+        self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, d), dim=1))  # (K, D)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # next slot to overwrite
+
+    def _key_params(self):
+        yield from self.key_encoder.parameters()
+        yield from self.key_head.parameters()
+
+    def _query_params(self):
+        yield from self.encoder.parameters()
+        yield from self.head.parameters()
+
+    @torch.no_grad()
+    def _momentum_update_key_encoder(self) -> None:
+        """theta_k <- m theta_k + (1 - m) theta_q (Eq. 2), on parameters only.
+
+        As in the paper's code, BatchNorm buffers are not averaged: the key encoder keeps its own
+        running statistics from its own forward passes (in training it normalizes with batch
+        statistics, so they are never used).
+        """
+        m = self.config.momentum
+        for p_k, p_q in zip(self._key_params(), self._query_params()):
+            p_k.mul_(m).add_(p_q.detach(), alpha=1 - m)
+
+    @torch.no_grad()
+    def _keys(self, x: Tensor) -> Tensor:
+        """k = normalize(f_k(x)), with BN over shuffled sub-batches when ``shuffle_bn``."""
+        def f_k(x):
+            return F.normalize(self.key_head(self.key_encoder(x)), dim=1)
+
+        if not (self.config.shuffle_bn and self.training):
+            return f_k(x)                             # (N, D)
+        n = x.shape[0]
+        perm = torch.randperm(n, device=x.device)     # shuffle ...
+        chunks = torch.tensor_split(x[perm], self.config.bn_splits)
+        k = torch.cat([f_k(c) for c in chunks])       # (N, D), BN statistics per sub-batch
+        unshuffled = torch.empty_like(k)
+        unshuffled[perm] = k                          # ... and unshuffle: row i is image i again
+        return unshuffled
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, k: Tensor) -> None:
+        """Write the N keys over the N oldest ones (FIFO), wrapping around the end of the queue."""
+        n, size = k.shape[0], self.queue.shape[0]
+        slots = (self.queue_ptr + torch.arange(n, device=k.device)) % size   # (N,)
+        self.queue[slots] = k.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
+
+    def _check_batch(self, views: list[Tensor]) -> None:
+        if len(views) != 2:
+            raise ValueError(f"views must hold 2 augmented batches for MoCo, got {len(views)}")
+        n, cfg = views[0].shape[0], self.config
+        if cfg.symmetric and cfg.queue_size < 2 * n:
+            raise ValueError(f"queue_size must be at least twice the batch size with symmetric=True, "
+                             f"got {cfg.queue_size} for a batch of {n}")
+        if cfg.queue_size < n:
+            raise ValueError(f"queue_size must be at least the batch size, got {cfg.queue_size} for a batch of {n}")
+        if cfg.shuffle_bn and self.training and n < 2 * cfg.bn_splits:
+            raise ValueError(f"the batch must hold at least 2 images per BN sub-batch, got a batch of {n} "
+                             f"for bn_splits={cfg.bn_splits}")
+
+    def forward(self, views: list[Tensor], index: Tensor | None = None,
+                labels: Tensor | None = None) -> dict[str, Tensor]:
+        self._check_batch(views)
+        x_q, x_k = views
+        tau = self.config.temperature
+        negatives = self.queue.clone().detach()       # (K, D), the keys of earlier batches
+        q = F.normalize(self.head(self.encoder(x_q)), dim=1)   # (N, D)
+        k = self._keys(x_k)                                    # (N, D), no gradient
+        loss = losses.info_nce(q, k, negatives, tau)
+        if self.config.symmetric:
+            q2 = F.normalize(self.head(self.encoder(x_k)), dim=1)
+            k2 = self._keys(x_q)
+            loss = (loss + losses.info_nce(q2, k2, negatives, tau)) / 2
+            k = torch.cat([k, k2])                    # (2N, D), all enqueued
+        if self.training:
+            self._dequeue_and_enqueue(k)
+        return {"loss": loss, "q": q.detach(), "k": k}
+
+    def on_step_end(self, progress: float) -> None:
+        self._momentum_update_key_encoder()
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
