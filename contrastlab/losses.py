@@ -428,8 +428,10 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tens
     codes are :math:`B\,Q^\top`: every sample's code sums to 1 exactly (the last step normalises
     columns of Q), and the per-prototype sums over the batch approach B/K as iterations grow.
 
-    Computed without gradient and in float32; the global maximum of ``scores`` is subtracted
-    before the exponential, which cancels in the first normalisation and keeps exp finite.
+    Computed without gradient and in float32, in the log domain: each normalisation is a
+    ``logsumexp`` (which subtracts the maximum before exponentiating), so the result equals the
+    plain algorithm where that is finite and stays finite for scores / epsilon far beyond
+    exp's range (where the plain version gives inf or 0/0).
 
     Args:
         scores: prototype scores z^T c_k, (B, K) floating (cosines in SwAV).
@@ -444,13 +446,12 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tens
     _check_iterations(iterations)
     b, k = scores.shape
     with torch.autocast(device_type=scores.device.type, enabled=False):
-        logits = scores.float() / epsilon
-        q = torch.exp(logits - logits.max()).T           # (K, B)
-        q = q / q.sum()
+        log_q = scores.float().T / epsilon                                    # (K, B) log Q
+        log_q = log_q - torch.logsumexp(log_q.flatten(), dim=0)               # Q / sum(Q)
         for _ in range(iterations):
-            q = q / (k * q.sum(dim=1, keepdim=True))      # each prototype gets 1/K of the mass
-            q = q / (b * q.sum(dim=0, keepdim=True))      # each sample gets 1/B of the mass
-        return (q * b).T                                  # (B, K), rows sum to 1
+            log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(k)   # rows to 1/K
+            log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(b)   # columns to 1/B
+        return torch.exp(log_q + math.log(b)).T                                # (B, K) = B Q^T
 
 
 def swav(scores1: Tensor, scores2: Tensor, codes1: Tensor, codes2: Tensor, temperature: float = 0.1) -> Tensor:
