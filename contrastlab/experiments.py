@@ -247,7 +247,7 @@ def build_augment(resolved: dict):
     n_small = resolved["method"].get("n_small", 0)
     if n_small:
         from .multicrop import MultiCropAugment
-        return MultiCropAugment(config, n_small=n_small)
+        return MultiCropAugment(config, n_small=n_small, large_scale=None)  # large views keep crop_scale
     return SimCLRAugment(config)
 
 

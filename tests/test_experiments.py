@@ -104,3 +104,20 @@ def test_choosing_resnet18_keeps_its_own_width():
     r = E.resolve(E.ExperimentConfig(budget="cpu", overrides={"encoder.name": "resnet18"}))
     encoder, _ = E.build_method(r, in_channels=1)
     assert encoder.out_dim == 512              # the cpu preset's small-CNN width does not leak in
+
+
+# Small settings that make each method's own machinery run on 200 digits.
+METHOD_EXTRAS = {"instdisc": {"method.nce_k": 64}, "swav": {"method.n_small": 2, "method.n_prototypes": 10}}
+
+
+@pytest.mark.parametrize("method", sorted(E.METHODS))
+def test_every_registered_method_runs_through_experiments(method, results):
+    over = {**TINY, "dataset.train_size": 200, **METHOD_EXTRAS.get(method, {})}
+    rec = E.run(E.ExperimentConfig(method=method, dataset="digits", budget="smoke", overrides=over), progress=False)
+    assert rec["config"]["method"]["name"] == method
+    assert 0 <= rec["metrics"]["knn_acc"] <= 1 and len(rec["curves"]["loss"]) == 1
+    assert all(k in rec["curves"] for k in ("feature_std", "effective_rank", "alignment", "uniformity"))
+
+
+def test_supervised_takes_the_number_of_classes_from_the_dataset():
+    assert E.resolve(E.ExperimentConfig(method="supervised", dataset="cifar100"))["method"]["num_classes"] == 100

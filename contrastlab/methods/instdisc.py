@@ -57,7 +57,7 @@ def nonparametric_softmax_loss(v: Tensor, bank: Tensor, index: Tensor, temperatu
 
 
 def nce_loss(v: Tensor, bank: Tensor, index: Tensor, noise: Tensor, temperature: float,
-             Z: Tensor | float) -> Tensor:
+             log_Z: Tensor | float) -> Tensor:
     """NCE loss of instance discrimination (Wu et al. 2018, Sec. 3.2) with uniform noise P_n = 1/n.
 
     P(i|v) = exp(v_i^T v / tau) / Z with a constant Z; h = P / (P + m/n). Logs are computed as
@@ -70,28 +70,31 @@ def nce_loss(v: Tensor, bank: Tensor, index: Tensor, noise: Tensor, temperature:
         index: (N,) rows of the positives (the batch's own images).
         noise: (K,) rows drawn from P_n, shared by every sample of the batch (K = m).
         temperature: tau.
-        Z: the normalising constant (a positive number or 0-d tensor).
+        log_Z: log of the normalising constant Z (a number or 0-d tensor).
 
     Returns:
         mean over the batch of -log h(pos) - sum_{K noise} log(1 - h(noise)), a scalar.
     """
     n, m = bank.shape[0], noise.shape[0]
     log_mpn = math.log(m / n)                          # log(m * P_n)
-    log_z = torch.log(torch.as_tensor(Z, dtype=v.dtype, device=v.device))
-    log_p_pos = (v * bank[index]).sum(1) / temperature - log_z      # (N,)
-    log_p_noise = v @ bank[noise].T / temperature - log_z           # (N, K)
+    log_p_pos = (v * bank[index]).sum(1) / temperature - log_Z      # (N,)
+    log_p_noise = v @ bank[noise].T / temperature - log_Z           # (N, K)
     log_h_pos = log_p_pos - torch.logaddexp(log_p_pos, torch.tensor(log_mpn, device=v.device))
     log_1mh_noise = log_mpn - torch.logaddexp(log_p_noise, torch.tensor(log_mpn, device=v.device))
     return -(log_h_pos + log_1mh_noise.sum(1)).mean()
 
 
-def estimate_partition(v: Tensor, bank: Tensor, noise: Tensor, temperature: float) -> Tensor:
-    """Monte-Carlo Z ~ n E_j[exp(v_j^T v / tau)] over the noise rows and the batch (Wu et al. Sec. 3.2).
+def estimate_log_partition(v: Tensor, bank: Tensor, noise: Tensor, temperature: float) -> Tensor:
+    """log Z for the Monte-Carlo estimate Z ~ n E_j[exp(v_j^T v / tau)] (Wu et al. 2018, Sec. 3.2).
 
-    Returns a 0-d tensor, detached: the paper estimates Z from the first iteration and keeps it fixed.
+    The mean runs over the K noise rows and the N samples of the batch; computed with logsumexp
+    so that a small tau (exp(1/0.01) overflows float32) stays finite.
+
+    Returns:
+        a detached 0-d tensor: the paper estimates Z from the first iteration and keeps it fixed.
     """
     sims = v.detach() @ bank[noise].T / temperature    # (N, K)
-    return bank.shape[0] * sims.exp().mean()
+    return math.log(bank.shape[0]) + torch.logsumexp(sims.flatten(), 0) - math.log(sims.numel())
 
 
 # ----------------------------------------------------------------------------- the method
@@ -103,7 +106,7 @@ class InstDiscConfig:
     feature_dim: int = 128  # D of the unit feature v and of the bank rows, the paper's
     temperature: float = 0.07  # tau of the non-parametric softmax, the paper's
     bank_momentum: float = 0.5  # m in v_i <- normalize(m v_i + (1 - m) f_i), the paper's code's value
-    nce_k: int = 4096  # noise rows m per batch (paper: 4096 per sample); 0 = exact softmax over the bank
+    nce_k: int = 4096  # noise rows m per batch (paper: 4096 per sample); 0 = exact softmax, cheap for small n
     proximal: float = 0.0  # lambda of the proximal term (paper: 30 in its ablation); 0 turns it off
 
 
@@ -116,8 +119,8 @@ class InstDisc(Method):
         num_samples: n, the number of training images; the bank has one row per image and
             ``index`` (from `fit`) must hold rows in [0, n).
 
-    Buffers (saved in ``state_dict``): ``bank`` (n, D) unit rows, random at start; ``Z`` the NCE
-    constant, 0 until the first NCE forward sets it.
+    Buffers (saved in ``state_dict``): ``bank`` (n, D) unit rows, random at start; ``log_Z`` the log
+    of the NCE constant Z, nan until the first NCE forward estimates it.
     """
 
     name = "instdisc"
@@ -137,7 +140,7 @@ class InstDisc(Method):
         self.num_samples = num_samples
         self.head = ProjectionHead(encoder.out_dim, kind="linear", out_dim=cfg.feature_dim)
         self.register_buffer("bank", F.normalize(torch.randn(num_samples, cfg.feature_dim), dim=1))
-        self.register_buffer("Z", torch.zeros(()))
+        self.register_buffer("log_Z", torch.full((), float("nan")))
         self._pending: tuple[Tensor, Tensor] | None = None   # (v, index) of the last training step
 
     def forward(self, views: list[Tensor], index: Tensor | None = None,
@@ -154,9 +157,9 @@ class InstDisc(Method):
                 loss = nonparametric_softmax_loss(v, self.bank, index, cfg.temperature)
             else:
                 noise = self.sample_noise(cfg.nce_k, v.device)                # (K,)
-                est = estimate_partition(v, self.bank, noise, cfg.temperature)
-                self.Z.copy_(torch.where(self.Z > 0, self.Z, est))          # set once, no host sync
-                loss = nce_loss(v, self.bank, index, noise, cfg.temperature, self.Z)
+                est = estimate_log_partition(v, self.bank, noise, cfg.temperature)
+                self.log_Z.copy_(torch.where(self.log_Z.isnan(), est, self.log_Z))   # set once, no host sync
+                loss = nce_loss(v, self.bank, index, noise, cfg.temperature, self.log_Z)
             if cfg.proximal > 0:
                 loss = loss + cfg.proximal * (v - self.bank[index]).pow(2).sum(1).mean()
         if self.training:

@@ -1,0 +1,131 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrastlab import losses, metrics
+from contrastlab.augment import AugmentConfig, SimCLRAugment
+from contrastlab.data import load_dataset
+from contrastlab.methods.supcon import SupCon, SupConConfig, Supervised, SupervisedConfig
+from contrastlab.models import SmallCNN
+from contrastlab.train import TrainConfig, eval_transform, fit
+
+
+def make_supcon(**cfg):
+    torch.manual_seed(0)
+    return SupCon(SmallCNN(in_channels=1, width=4), SupConConfig(proj_dim=8, **cfg))
+
+
+def views(n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(n, 1, 12, 12, generator=g), torch.rand(n, 1, 12, 12, generator=g)]
+
+
+@pytest.mark.parametrize("variant", ["out", "in"])
+def test_supcon_with_one_image_per_class_is_nt_xent(variant):
+    method = make_supcon(temperature=0.3, variant=variant).eval()   # eval BN: each view independent
+    v1, v2 = views()
+    out = method([v1, v2], labels=torch.arange(6))
+    assert out["z"].shape == (6, 2, 8)
+    torch.testing.assert_close(out["z"][:, 0], method.embed(v1))
+    torch.testing.assert_close(out["loss"], losses.nt_xent(method.embed(v1), method.embed(v2), 0.3))
+
+
+def test_supcon_forward_is_the_loss_of_its_projections():
+    method = make_supcon(temperature=0.2).eval()
+    v1, v2 = views()
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    out = method([v1, v2], labels=labels)
+    z = torch.stack([method.embed(v1), method.embed(v2)], dim=1)     # (N, V, D)
+    torch.testing.assert_close(out["loss"], losses.supcon(z, labels, temperature=0.2, variant="out"))
+
+
+def test_supcon_closed_form_for_identical_projections():
+    # all 2N views equal: every log p_ij = -log(2N - 1), whatever the labels
+    z = F.normalize(torch.ones(4, 2, 3), dim=2)
+    loss = losses.supcon(z, torch.tensor([0, 0, 1, 1]), temperature=0.1)
+    assert loss.item() == pytest.approx(math.log(7), rel=1e-5)
+
+
+def test_supcon_errors():
+    method = make_supcon()
+    with pytest.raises(ValueError, match="labels are required: SupCon is supervised"):
+        method(views())
+    with pytest.raises(ValueError, match="labels must have one entry per sample"):
+        method(views(), labels=torch.arange(3))
+    with pytest.raises(ValueError, match="unknown variant 'both'"):
+        make_supcon(variant="both")
+
+
+def test_supervised_loss_is_cross_entropy():
+    torch.manual_seed(0)
+    method = Supervised(SmallCNN(in_channels=1, width=4), SupervisedConfig(num_classes=3, label_smoothing=0.1))
+    method.eval()
+    x = views()[0]
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    out = method([x], labels=labels)
+    logits = method.classifier(method.encoder(x))
+    torch.testing.assert_close(out["loss"], F.cross_entropy(logits, labels, label_smoothing=0.1))
+    assert out["acc"].item() == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    with pytest.raises(ValueError, match="labels are required: Supervised is supervised"):
+        method([x])
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        Supervised(SmallCNN(in_channels=1, width=4), SupervisedConfig(label_smoothing=1.0))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_dataset("digits", "train")
+    return x[:128], y[:128]
+
+
+AUG = SimCLRAugment(size=8, crop_scale=(0.3, 1.0))
+CFG = TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.1, knn_every=0)
+
+
+@pytest.mark.parametrize("kind", ["supcon", "supervised"])
+def test_fit_runs_with_labels(digits, kind):
+    x, y = digits
+    torch.manual_seed(0)
+    enc = SmallCNN(in_channels=1, width=4)
+    method = SupCon(enc, SupConConfig(proj_dim=16)) if kind == "supcon" else Supervised(enc)
+    before = {k: p.clone() for k, p in method.named_parameters()}
+    hist = fit(method, AUG, x, CFG, labels=y, progress=False)
+    assert hist["finished"] and math.isfinite(hist["loss"][0])
+    assert any(not torch.equal(before[k], p) for k, p in method.named_parameters())
+    with pytest.raises(ValueError, match="labels are required"):
+        fit(method, AUG, x, CFG, progress=False)
+
+
+def probe(encoder, x_tr, y_tr, x_te, y_te):
+    t = eval_transform(None)
+    f_tr = metrics.extract_features(encoder, x_tr, transform=t)
+    f_te = metrics.extract_features(encoder, x_te, transform=t)
+    return (metrics.knn_accuracy(f_tr, y_tr, f_te, y_te, k=200),
+            metrics.linear_probe(f_tr, y_tr, f_te, y_te)["test_acc"])
+
+
+@pytest.mark.slow
+def test_supcon_learns_on_real_data():
+    """Four epochs of SupCon on 16k Fashion-MNIST images beat the same encoder at random init.
+
+    Measured while writing this test (seed 0, 2-core CPU): loss 5.89 -> 5.02, kNN 0.725 -> 0.801,
+    linear probe 0.812 -> 0.846; the thresholds leave room for other machines' numerics.
+    """
+    try:
+        x, y = load_dataset("fashion-mnist", "train", download=False)
+        xt, yt = load_dataset("fashion-mnist", "test", download=False)
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    x, y, xt, yt = x[:16384], y[:16384], xt[:2000], yt[:2000]
+    torch.manual_seed(0)
+    method = SupCon(SmallCNN(in_channels=1, width=16), SupConConfig())
+    knn_before, linear_before = probe(method.encoder, x, y, xt, yt)
+    aug = SimCLRAugment(AugmentConfig(size=28, crop_scale=(0.4, 1.0)))
+    hist = fit(method, aug, x, TrainConfig(epochs=4, batch_size=256, optimizer="adam", lr=2e-3,
+                                           warmup_epochs=0.5, knn_every=0), labels=y, progress=False)
+    knn_after, linear_after = probe(method.encoder, x, y, xt, yt)
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert linear_after > linear_before + 0.015, f"linear probe {linear_before:.3f} -> {linear_after:.3f}"
+    assert knn_after > knn_before + 0.03, f"kNN {knn_before:.3f} -> {knn_after:.3f}"
