@@ -27,7 +27,6 @@ from .train import TrainConfig
 # Sections of the resolved config and the dataclass that describes each.
 SECTIONS = [("dataset", experiments.DataConfig), ("encoder", experiments.EncoderConfig),
             ("augment", AugmentConfig), ("train", TrainConfig), ("eval", experiments.EvalConfig)]
-SECTIONS += [("method", cfg) for _, cfg in METHODS.values()]
 # Flags with a name of their own; every other field is --field-name (--section-field on a clash).
 RENAMED = {"encoder.name": "--encoder"}
 SKIPPED = {"dataset.name", "train.seed"}  # given by --dataset and --seed
@@ -57,11 +56,15 @@ def _argument_kwargs(tp, default) -> dict:
     return {"type": tp}
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, with dest 'section.field' and no default (so unset = untouched)."""
+def add_config_arguments(parser: argparse.ArgumentParser, method: str | None = None) -> None:
+    """One flag per config field, with dest 'section.field' and no default (so unset = untouched).
+
+    The method's own options (its config dataclass) are added when ``method`` is known.
+    """
     names: dict[str, int] = {}
     fields = []
-    for section, cls in SECTIONS:
+    sections = SECTIONS + ([("method", METHODS[method][1])] if method in METHODS else [])
+    for section, cls in sections:
         for f in dataclasses.fields(cls):
             key = f"{section}.{f.name}"
             if key not in SKIPPED and key not in (k for k, _, _, _ in fields):
@@ -81,7 +84,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=help_text, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``method`` (the word after ``train``) adds that method's own options."""
     parser = argparse.ArgumentParser(prog="python -m contrastlab",
                                      description="Contrastive self-supervised learning: train and evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,14 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a method and evaluate it (kNN and linear probe)",
                            description="Train a method through experiments.run: cached by config, "
                                        "resumable, evaluated with kNN and a linear probe.")
-    train.add_argument("method", help=f"one of: {', '.join(METHODS)}")
+    train.add_argument("method", help=f"one of: {', '.join(METHODS)}; "
+                                       "`train METHOD --help` lists the method's own options")
     train.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
     train.add_argument("--budget", choices=experiments.BUDGETS, default=None,
                        help="preset size of the run (default: $CONTRASTLAB_BUDGET, else gpu with CUDA, else cpu)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--results", default=None, help="results folder (default: see experiments.default_cache_dir)")
     train.add_argument("--force", action="store_true", help="train again even if a cached record exists")
-    add_config_arguments(train)
+    add_config_arguments(train, method)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint: kNN and linear-probe accuracy on the test split")
     ev.add_argument("checkpoint", help="path to a checkpoint.pt written by train")
@@ -156,7 +161,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetNotFoundError
     from .train import CheckpointError
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    method = argv[1] if len(argv) > 1 and argv[0] == "train" and not argv[1].startswith("-") else None
+    args = build_parser(method).parse_args(argv)
     try:
         return {"train": cmd_train, "eval": cmd_eval}[args.command](args)
     except (CheckpointError, DatasetNotFoundError, FileNotFoundError) as e:

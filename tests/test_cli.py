@@ -11,7 +11,7 @@ TINY = ["--dataset", "digits", "--budget", "smoke", "--train-size", "300", "--te
 
 
 def test_help_lists_options_generated_from_the_configs():
-    out = subprocess.run([sys.executable, "-m", "contrastlab", "train", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "contrastlab", "train", "simclr", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for flag in ("--epochs", "--temperature", "--strength", "--encoder", "--optimizer", "--crop-scale",
                  "--no-flip", "--knn-k"):
@@ -20,7 +20,7 @@ def test_help_lists_options_generated_from_the_configs():
 
 
 def test_parser_keeps_only_the_options_given():
-    args = build_parser().parse_args(["train", "simclr", "--epochs", "3", "--crop-scale", "0.3", "1",
+    args = build_parser("simclr").parse_args(["train", "simclr", "--epochs", "3", "--crop-scale", "0.3", "1",
                                       "--no-grayscale", "--hidden-dim", "none"])
     assert vars(args)["train.epochs"] == 3 and vars(args)["augment.crop_scale"] == [0.3, 1.0]
     assert vars(args)["augment.grayscale"] is False and vars(args)["method.hidden_dim"] is None
@@ -46,3 +46,11 @@ def test_bad_input_gives_a_clear_message(tmp_path, capsys):
     bad.write_bytes(b"\x80garbage")
     assert main(["eval", str(bad)]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_each_method_lists_only_its_own_options():
+    swav = subprocess.run([sys.executable, "-m", "contrastlab", "train", "swav", "--help"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "--n-prototypes" in swav and "--nce-k" not in swav and "prototype scores" in swav
+    with pytest.raises(SystemExit):                 # an option of another method is refused by argparse
+        build_parser("simclr").parse_args(["train", "simclr", "--n-prototypes", "10"])
