@@ -1,6 +1,8 @@
 """Contrastive methods, one file each. `METHODS` maps a method's name to (class, config class)."""
 from .base import Method
+from .byol import BYOL, BYOLConfig
 from .instdisc import InstDisc, InstDiscConfig
+from .moco import MoCo, MoCoConfig
 from .simclr import SimCLR, SimCLRConfig
 from .supcon import SupCon, SupConConfig, Supervised, SupervisedConfig
 from .swav import SwAV, SwAVConfig
@@ -8,10 +10,14 @@ from .swav import SwAV, SwAVConfig
 METHODS: dict[str, tuple[type[Method], type]] = {
     "simclr": (SimCLR, SimCLRConfig),
     "instdisc": (InstDisc, InstDiscConfig),
+    "moco": (MoCo, MoCoConfig),
+    "byol": (BYOL, BYOLConfig),
     "swav": (SwAV, SwAVConfig),
     "supcon": (SupCon, SupConConfig),
     "supervised": (Supervised, SupervisedConfig),
 }
 
-__all__ = ["METHODS", "InstDisc", "InstDiscConfig", "Method", "SimCLR", "SimCLRConfig", "SupCon", "SupConConfig",
-           "Supervised", "SupervisedConfig", "SwAV", "SwAVConfig"]
+__all__ = [
+    "BYOL", "METHODS", "BYOLConfig", "InstDisc", "InstDiscConfig", "Method", "MoCo", "MoCoConfig",
+    "SimCLR", "SimCLRConfig", "SupCon", "SupConConfig", "Supervised", "SupervisedConfig", "SwAV", "SwAVConfig",
+]
