@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from learning import train_briefly
 
 from contrastlab import losses, metrics
-from contrastlab.augment import AugmentConfig, SimCLRAugment
+from contrastlab.augment import SimCLRAugment
 from contrastlab.data import load_dataset
 from contrastlab.methods.supcon import SupCon, SupConConfig, Supervised, SupervisedConfig
 from contrastlab.models import SmallCNN
@@ -108,24 +109,10 @@ def probe(encoder, x_tr, y_tr, x_te, y_te):
 
 @pytest.mark.slow
 def test_supcon_learns_on_real_data():
-    """Four epochs of SupCon on 16k Fashion-MNIST images beat the same encoder at random init.
-
-    Measured while writing this test (seed 0, 2-core CPU): loss 5.89 -> 5.02, kNN 0.725 -> 0.801,
-    linear probe 0.812 -> 0.846; the thresholds leave room for other machines' numerics.
-    """
-    try:
-        x, y = load_dataset("fashion-mnist", "train", download=False)
-        xt, yt = load_dataset("fashion-mnist", "test", download=False)
-    except FileNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    x, y, xt, yt = x[:16384], y[:16384], xt[:2000], yt[:2000]
+    """Measured while writing this test (seed 0): loss 5.89 -> 5.02, kNN 0.725 -> 0.801,
+    linear probe 0.812 -> 0.846."""
     torch.manual_seed(0)
-    method = SupCon(SmallCNN(in_channels=1, width=16), SupConConfig())
-    knn_before, linear_before = probe(method.encoder, x, y, xt, yt)
-    aug = SimCLRAugment(AugmentConfig(size=28, crop_scale=(0.4, 1.0)))
-    hist = fit(method, aug, x, TrainConfig(epochs=4, batch_size=256, optimizer="adam", lr=2e-3,
-                                           warmup_epochs=0.5, knn_every=0), labels=y, progress=False)
-    knn_after, linear_after = probe(method.encoder, x, y, xt, yt)
-    assert hist["loss"][-1] < hist["loss"][0]
-    assert linear_after > linear_before + 0.015, f"linear probe {linear_before:.3f} -> {linear_after:.3f}"
-    assert knn_after > knn_before + 0.03, f"kNN {knn_before:.3f} -> {knn_after:.3f}"
+    r = train_briefly(SupCon(SmallCNN(in_channels=1, width=16), SupConConfig()), epochs=4, supervised=True)
+    assert r.history["loss"][-1] < r.history["loss"][0], r
+    assert r.linear_after > r.linear_before + 0.015, r
+    assert r.knn_after > r.knn_before + 0.03, r
