@@ -2,10 +2,9 @@ import pytest
 import torch
 from learning import train_briefly
 
-from contrastlab import losses, metrics
+from contrastlab import losses
 from contrastlab.methods import METHODS, SimCLR, SimCLRConfig
 from contrastlab.models import SmallCNN
-from contrastlab.train import eval_transform
 
 
 def test_registry_names_each_method_with_its_config():
@@ -33,14 +32,6 @@ def test_simclr_wants_two_views():
     method = SimCLR(SmallCNN(in_channels=1, width=4))
     with pytest.raises(ValueError, match="views must hold 2 augmented batches for SimCLR, got 3"):
         method([torch.rand(4, 1, 8, 8)] * 3)
-
-
-def probe(encoder, x_tr, y_tr, x_te, y_te):
-    t = eval_transform(None)
-    f_tr = metrics.extract_features(encoder, x_tr, transform=t)
-    f_te = metrics.extract_features(encoder, x_te, transform=t)
-    return (metrics.knn_accuracy(f_tr, y_tr, f_te, y_te, k=200),
-            metrics.linear_probe(f_tr, y_tr, f_te, y_te)["test_acc"])
 
 
 @pytest.mark.slow

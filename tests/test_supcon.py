@@ -5,12 +5,12 @@ import torch
 import torch.nn.functional as F
 from learning import train_briefly
 
-from contrastlab import losses, metrics
+from contrastlab import losses
 from contrastlab.augment import SimCLRAugment
 from contrastlab.data import load_dataset
 from contrastlab.methods.supcon import SupCon, SupConConfig, Supervised, SupervisedConfig
 from contrastlab.models import SmallCNN
-from contrastlab.train import TrainConfig, eval_transform, fit
+from contrastlab.train import TrainConfig, fit
 
 
 def make_supcon(**cfg):
@@ -97,14 +97,6 @@ def test_fit_runs_with_labels(digits, kind):
     assert any(not torch.equal(before[k], p) for k, p in method.named_parameters())
     with pytest.raises(ValueError, match="labels are required"):
         fit(method, AUG, x, CFG, progress=False)
-
-
-def probe(encoder, x_tr, y_tr, x_te, y_te):
-    t = eval_transform(None)
-    f_tr = metrics.extract_features(encoder, x_tr, transform=t)
-    f_te = metrics.extract_features(encoder, x_te, transform=t)
-    return (metrics.knn_accuracy(f_tr, y_tr, f_te, y_te, k=200),
-            metrics.linear_probe(f_tr, y_tr, f_te, y_te)["test_acc"])
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ carry across a checkpoint (buffers, target networks) lives in its ``state_dict``
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -35,3 +36,13 @@ class Method(nn.Module):
     def embed(self, x: Tensor) -> Tensor:
         """The projection z of a batch (for h-versus-z evaluation); h for methods without a head."""
         return self.encoder(x)
+
+
+@torch.no_grad()
+def ema_update(target_params, online_params, momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online, parameter by parameter, in place.
+
+    The momentum (EMA) update of MoCo's key encoder and BYOL's target network.
+    """
+    for p_t, p_o in zip(target_params, online_params):
+        p_t.mul_(momentum).add_(p_o.detach(), alpha=1 - momentum)

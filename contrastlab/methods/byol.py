@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..models import ProjectionHead
-from .base import Method
+from .base import Method, ema_update
 
 
 @dataclass
@@ -91,8 +91,7 @@ class BYOL(Method):
     @torch.no_grad()
     def _update_target(self, tau: float) -> None:
         """xi <- tau xi + (1 - tau) theta on parameters (BN buffers stay the target's own)."""
-        for p_t, p_o in zip(self._target_params(), self._online_params()):
-            p_t.mul_(tau).add_(p_o.detach(), alpha=1 - tau)
+        ema_update(self._target_params(), self._online_params(), tau)
 
     @torch.no_grad()
     def _copy_online_to_target(self) -> None:

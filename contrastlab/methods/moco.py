@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..models import ProjectionHead
-from .base import Method
+from .base import Method, ema_update
 
 
 @dataclass
@@ -100,9 +100,7 @@ class MoCo(Method):
         running statistics from its own forward passes (in training it normalizes with batch
         statistics, so they are never used).
         """
-        m = self.config.momentum
-        for p_k, p_q in zip(self._key_params(), self._query_params()):
-            p_k.mul_(m).add_(p_q.detach(), alpha=1 - m)
+        ema_update(self._key_params(), self._query_params(), self.config.momentum)
 
     @torch.no_grad()
     def _keys(self, x: Tensor) -> Tensor:
