@@ -276,6 +276,7 @@ def _execute(resolved: dict, run_dir: Path, progress: bool):
         history = fit(method, build_augment(resolved), x_tr, train_cfg, labels=y_tr, eval_data=(x_te, y_te),
                       out_dir=run_dir, progress=progress, meta={"experiment": resolved})
         curves = {k: v for k, v in history.items() if k != "finished"}
+        encoder = method.encoder   # the representation evaluated (CPC wraps f to read patch grids)
     encoder.to(device)
     transform = eval_transform(size)
     f_tr = metrics.extract_features(encoder, x_tr, transform=transform)
