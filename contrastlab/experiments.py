@@ -87,7 +87,12 @@ PRESETS: dict[str, dict] = {
             "train.batch_size": 512, "train.warmup_epochs": 10.0},
 }
 # Per-method settings of the fast budgets (smoke and cpu), on top of PRESETS.
-FAST_METHOD_PRESETS: dict[str, dict] = {"simclr": {"method.temperature": 0.2}}
+FAST_METHOD_PRESETS: dict[str, dict] = {
+    "simclr": {"method.temperature": 0.2},
+    "moco": {"method.temperature": 0.2},
+    "byol": {"method.base_momentum": 0.99, "train.lr": 4e-3},
+    "swav": {"method.freeze_prototypes_steps": 200},
+}
 # Per-dataset augmentation: image size, and a milder smallest crop for small images
 # (on 28x28 Fashion-MNIST a crop of 8% of the image rarely shows which garment it is).
 DATASET_AUGMENT = {"digits": {"augment.size": 8, "augment.crop_scale": (0.3, 1.0)},

@@ -212,7 +212,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
     Returns:
         dict of lists, one entry per finished epoch: epoch, step, loss, lr, views_per_sec,
         knn_acc (None where the monitor did not run), time_s, feature_std, effective_rank,
-        alignment, uniformity; plus "finished" (bool).
+        alignment, uniformity (health of h) and embed_std (of the embedding z); plus "finished".
     """
     config = config or TrainConfig()
     _check_inputs(method, images, labels, eval_data, config)
@@ -321,7 +321,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
     return history
 
 
-HEALTH_KEYS = ("feature_std", "effective_rank", "alignment", "uniformity")
+HEALTH_KEYS = ("feature_std", "effective_rank", "alignment", "uniformity", "embed_std")
 
 
 def _health_probe(augment, images: Tensor, seed: int, device: torch.device, n: int = 512):
@@ -341,20 +341,23 @@ def _health_probe(augment, images: Tensor, seed: int, device: torch.device, n: i
 
 
 @torch.no_grad()
-def health_metrics(encoder: nn.Module, v1: Tensor, v2: Tensor) -> dict[str, float]:
+def health_metrics(method: nn.Module, v1: Tensor, v2: Tensor) -> dict[str, float]:
     """Feature std, effective rank, alignment and uniformity of h on two views of one batch.
 
     Alignment and uniformity (Wang & Isola 2020) are taken on L2-normalised h, uniformity as the
-    mean over the two views; std and effective rank on the first view's h.
+    mean over the two views; std and effective rank on the first view's h. ``embed_std`` is the
+    feature std of the method's embedding z (``method.embed``), where a collapse shows first.
     """
-    was_training = encoder.training
-    encoder.eval()
-    h1, h2 = encoder(v1).float(), encoder(v2).float()
-    encoder.train(was_training)
+    was_training = method.training
+    method.eval()
+    h1, h2 = method.encoder(v1).float(), method.encoder(v2).float()
+    z1 = method.embed(v1).float() if hasattr(method, "embed") else h1
+    method.train(was_training)
     n1, n2 = F.normalize(h1, dim=1), F.normalize(h2, dim=1)
     values = {"feature_std": metrics.feature_std(h1), "effective_rank": metrics.effective_rank(h1),
               "alignment": metrics.alignment(n1, n2),
-              "uniformity": (metrics.uniformity(n1) + metrics.uniformity(n2)) / 2}
+              "uniformity": (metrics.uniformity(n1) + metrics.uniformity(n2)) / 2,
+              "embed_std": metrics.feature_std(z1.flatten(1))}
     return {k: float(v) for k, v in values.items()}
 
 
@@ -369,7 +372,7 @@ def _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monit
     row = {"epoch": epoch + 1, "step": step, "loss": partial["loss_sum"] / max(1, partial["count"]),
            "lr": lr, "views_per_sec": partial["count"] * config.batch_size * n_views / max(partial["time"], 1e-9),
            "knn_acc": knn, "time_s": partial["time"]}
-    row.update(health_metrics(method.encoder, *health) if health is not None
+    row.update(health_metrics(method, *health) if health is not None
                else dict.fromkeys(HEALTH_KEYS))
     for k, v in row.items():
         history[k].append(v)

@@ -54,7 +54,7 @@ def test_fit_trains_logs_and_monitors(digits, tmp_path):
     assert hist["finished"] and hist["epoch"] == [1, 2] and hist["step"] == [4, 8]
     assert all(0.0 <= a <= 1.0 for a in hist["knn_acc"])
     assert all(v > 0 for v in hist["views_per_sec"])
-    for key in ("feature_std", "effective_rank", "alignment", "uniformity"):   # health of h, each epoch
+    for key in ("feature_std", "effective_rank", "alignment", "uniformity", "embed_std"):   # health, each epoch
         assert len(hist[key]) == 2 and all(math.isfinite(v) for v in hist[key]), key
     assert 0 <= hist["alignment"][0] <= 4 and -4 <= hist["uniformity"][0] <= 0
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -27,10 +27,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
+from ..metrics import feature_std
 from ..models import ProjectionHead
 from .base import Method, ema_update
 
@@ -49,11 +49,6 @@ class BYOLConfig:
 def target_momentum(base_momentum: float, progress: float) -> float:
     """tau = 1 - (1 - tau_base) (cos(pi progress) + 1) / 2: tau_base at the start, 1 at the end."""
     return 1 - (1 - base_momentum) * (math.cos(math.pi * progress) + 1) / 2
-
-
-def feature_std(z: Tensor) -> Tensor:
-    """Mean over dimensions of the batch std of z/||z||, (N, d) -> scalar; 0 means collapse, ~1/sqrt(d) not."""
-    return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
 
 
 class BYOL(Method):
@@ -112,7 +107,7 @@ class BYOL(Method):
         p1, p2 = p[:n], p[n:]
         z1_t, z2_t = z_t[:n].detach(), z_t[n:].detach()
         loss = losses.byol(p1, z2_t) + losses.byol(p2, z1_t)    # each view predicts the other's target
-        return {"loss": loss, "std": feature_std(z), "z1": z[:n].detach(), "z2": z[n:].detach()}
+        return {"loss": loss, "std": feature_std(z.detach()), "z1": z[:n].detach(), "z2": z[n:].detach()}
 
     def on_step_end(self, progress: float) -> None:
         if self.config.ema:
