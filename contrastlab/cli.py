@@ -1,6 +1,7 @@
-"""Command line: ``python -m contrastlab train|eval``.
+"""Command line: ``python -m contrastlab train|compare|eval``.
 
     python -m contrastlab train simclr --dataset fashion-mnist --encoder resnet18 --epochs 50
+    python -m contrastlab compare simclr moco byol:method.predictor=false --budget cpu
     python -m contrastlab eval results/runs/<run>/checkpoint.pt
 
 ``train`` goes through `contrastlab.experiments.run`, so its result is cached like a
@@ -103,6 +104,22 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="train again even if a cached record exists")
     add_config_arguments(train, method)
 
+    cmp = sub.add_parser("compare", help="run (or load from the cache) several methods and print one table",
+                         description="Run each RUN through experiments.run (cached records are loaded, "
+                                     "not retrained) and print a Markdown table of test accuracy, the spread "
+                                     "of z over the epochs, wall time and device.")
+    cmp.add_argument("runs", nargs="*", metavar="RUN",
+                     help="METHOD or METHOD:key=value,key=value with dotted override keys, e.g. "
+                          "byol:method.predictor=false (default: the baselines and every method)")
+    cmp.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
+    cmp.add_argument("--budget", choices=experiments.BUDGETS, default=None, help="as for train")
+    cmp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    cmp.add_argument("--results", default=None, help="results folder (default: see experiments.default_cache_dir)")
+    cmp.add_argument("--force", action="store_true", help="train again even where a cached record exists")
+    cmp.add_argument("--into", metavar="FILE", help="also write the table into FILE between the markers "
+                                                    "<!-- compare:BLOCK --> and <!-- /compare:BLOCK -->")
+    cmp.add_argument("--block", default="methods", help="marker name used with --into (default methods)")
+
     ev = sub.add_parser("eval", help="evaluate a checkpoint: kNN and linear-probe accuracy on the test split")
     ev.add_argument("checkpoint", help="path to a checkpoint.pt written by train")
     return parser
@@ -134,6 +151,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import report
+    runs = args.runs or list(report.DEFAULT_RUNS)
+    try:
+        results = report.compare(runs, dataset=args.dataset, budget=args.budget, seed=args.seed,
+                                 cache_dir=args.results, force=args.force)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"error: {e.args[0] if e.args else e}") from None
+    budget = results[0][1]["config"]["budget"] if results else args.budget
+    command = " ".join(["python -m contrastlab compare", *runs, f"--dataset {args.dataset}",
+                        f"--budget {budget}", *([f"--seed {args.seed}"] if args.seed else [])])
+    text = (f"{args.dataset}, budget `{budget}`, seed {args.seed}; test accuracy of h. "
+            f"Regenerate with `{command}`.\n\n{report.markdown_table(results)}")
+    print(text)
+    if args.into:
+        report.write_block(args.into, args.block, text)
+        print(f"written into {args.into} (block {args.block})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import train
     state = train.load_checkpoint(args.checkpoint)
@@ -142,8 +179,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise train.CheckpointError(f"checkpoint {args.checkpoint!r} holds no experiment config: "
                                     "it was not written by `python -m contrastlab train` or experiments.run")
     x_tr, y_tr, x_te, y_te = experiments.load_data(resolved["dataset"], resolved["train"]["seed"])
-    encoder, method = experiments.build_method(resolved, x_tr.shape[1], num_samples=len(x_tr))
+    _, method = experiments.build_method(resolved, x_tr.shape[1], num_samples=len(x_tr))
     method.load_state_dict(state["model"])
+    encoder = method.encoder
     device = train.resolve_device(resolved["train"]["device"])
     encoder.to(device)
     transform = train.eval_transform(resolved["augment"]["size"])
@@ -165,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     method = argv[1] if len(argv) > 1 and argv[0] == "train" and not argv[1].startswith("-") else None
     args = build_parser(method).parse_args(argv)
     try:
-        return {"train": cmd_train, "eval": cmd_eval}[args.command](args)
+        return {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval}[args.command](args)
     except (CheckpointError, DatasetNotFoundError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
