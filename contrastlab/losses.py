@@ -31,7 +31,7 @@ def _check_temperature(temperature) -> None:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, normalize: bool = True) -> Tensor:
     r"""NT-Xent, the normalized temperature-scaled cross-entropy of SimCLR (Chen et al. 2020, Eq. 1).
 
     Row k of ``z1`` and row k of ``z2`` are the projections of two views of image k. The 2N
@@ -57,6 +57,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
         z1: projections of the first views, (N, D) floating, N >= 2.
         z2: projections of the second views, (N, D), same shape as ``z1``.
         temperature: tau > 0 (SimCLR uses 0.5 on CIFAR-10, 0.1 on ImageNet with large batches).
+        normalize: compare L2-normalised projections (cosine similarity, the paper's choice);
+            False uses the raw dot product :math:`z_i^\top z_j` (SimCLR's Table 5 "no l2 norm" rows).
 
     Returns:
         the mean loss over the 2N anchors, a float32 scalar. Identical embeddings for all 2N
@@ -70,11 +72,13 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     if n < 2:
         raise ValueError(f"z1 and z2 need a batch of N >= 2 (a batch of one has no negatives), got N = {n}")
     _check_temperature(temperature)
+    _check_flag("normalize", normalize)
 
     device = z1.device
     with torch.autocast(device_type=device.type, enabled=False):   # autocast would run the matmul in half
         z = torch.cat([z1, z2], dim=0).float()      # (2N, D), the views of image k at rows k and k + N
-        z = F.normalize(z, dim=1)                   # in float32, where eps=1e-12 is representable
+        if normalize:
+            z = F.normalize(z, dim=1)               # in float32, where eps=1e-12 is representable
         logits = (z @ z.T) / temperature            # (2N, 2N) s_ij / tau
         self_mask = torch.eye(2 * n, dtype=torch.bool, device=device)
         logits = logits.masked_fill(self_mask, float("-inf"))   # drop k = i from the denominator
@@ -125,8 +129,11 @@ def _check_view_pair(z1: Tensor, z2: Tensor) -> None:
         )
 
 
-def _pair_similarities(z1: Tensor, z2: Tensor, semi_hard: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _pair_similarities(z1: Tensor, z2: Tensor, semi_hard: bool,
+                       normalize: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """The 2N-view layout of nt_xent: cosine similarities, positive similarity, negative weights.
+
+    With ``normalize=False`` the similarities are raw dot products instead of cosines.
 
     Returns ``sim`` (2N, 2N) float32, ``s_pos`` (2N,) the similarity of each anchor to its other
     view, and ``weights`` (2N, 2N) that average over the anchor's negatives: 1/|negatives| on
@@ -136,7 +143,8 @@ def _pair_similarities(z1: Tensor, z2: Tensor, semi_hard: bool) -> tuple[Tensor,
     """
     n = z1.shape[0]
     device = z1.device
-    z = _unit(torch.cat([z1, z2], dim=0))              # (2N, D), views of image k at rows k and k + N
+    z = torch.cat([z1, z2], dim=0).float()             # (2N, D), views of image k at rows k and k + N
+    z = F.normalize(z, dim=1) if normalize else z
     sim = z @ z.T                                       # (2N, 2N) s_ij
     idx = torch.arange(n, device=device)
     targets = torch.cat([idx + n, idx])                 # (2N,) row of the other view
@@ -220,7 +228,8 @@ def info_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: fl
 # SimCLR's alternatives to NT-Xent (Chen et al. 2020, Table 2 and Section 5.1)
 
 
-def nt_logistic(z1: Tensor, z2: Tensor, temperature: float = 0.5, semi_hard: bool = False) -> Tensor:
+def nt_logistic(z1: Tensor, z2: Tensor, temperature: float = 0.5, semi_hard: bool = False, *,
+                normalize: bool = True) -> Tensor:
     r"""NT-Logistic, the normalized temperature-scaled logistic loss of SimCLR (Chen et al. 2020, Table 2).
 
     Same 2N-view layout as :func:`nt_xent`: every view is an anchor, its positive is the other
@@ -244,6 +253,7 @@ def nt_logistic(z1: Tensor, z2: Tensor, temperature: float = 0.5, semi_hard: boo
         temperature: tau > 0.
         semi_hard: keep, per anchor, only negatives with :math:`s_{ij} < s_{i,+}` (SimCLR's
             semi-hard negative mining, Table 2 "sh"); an anchor with none keeps all of them.
+        normalize: cosine similarities (True, the paper's) or raw dot products (False).
 
     Returns:
         the mean loss over the 2N anchors, a float32 scalar. Identical embeddings (every s = 1)
@@ -252,14 +262,16 @@ def nt_logistic(z1: Tensor, z2: Tensor, temperature: float = 0.5, semi_hard: boo
     _check_view_pair(z1, z2)
     _check_temperature(temperature)
     _check_flag("semi_hard", semi_hard)
+    _check_flag("normalize", normalize)
     with torch.autocast(device_type=z1.device.type, enabled=False):
-        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard)
+        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard, normalize)
         positive_term = -F.logsigmoid(s_pos / temperature)                       # (2N,)
         negative_term = -(weights * F.logsigmoid(-sim / temperature)).sum(dim=1)  # (2N,)
         return (positive_term + negative_term).mean()
 
 
-def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool = False) -> Tensor:
+def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool = False, *,
+                   normalize: bool = True) -> Tensor:
     r"""The margin triplet loss of SimCLR's comparison (Chen et al. 2020, Table 2), on cosine similarity.
 
     Same 2N-view layout as :func:`nt_xent`. For each anchor i and each negative j, a hinge asks
@@ -281,6 +293,8 @@ def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool 
         margin: m >= 0, a finite number.
         semi_hard: keep, per anchor, only negatives with :math:`s_{ij} < s_{i,+}`; an anchor
             with none keeps all of them.
+        normalize: cosine similarities (True, the paper's) or raw dot products (False, where
+            the margin is on the scale of the unnormalised projections).
 
     Returns:
         the mean hinge, a float32 scalar. Identical embeddings give exactly m.
@@ -288,8 +302,9 @@ def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool 
     _check_view_pair(z1, z2)
     _check_number("margin", margin, allow_zero=True)
     _check_flag("semi_hard", semi_hard)
+    _check_flag("normalize", normalize)
     with torch.autocast(device_type=z1.device.type, enabled=False):
-        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard)
+        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard, normalize)
         hinge = F.relu(sim - s_pos[:, None] + margin)        # (2N, 2N), zero weight off the negatives
         return (weights * hinge).sum(dim=1).mean()
 

@@ -7,8 +7,10 @@ import torch
 from contrastlab.losses import byol, info_nce, margin_triplet, nt_logistic, nt_xent, sinkhorn, supcon, swav
 
 
-def nt_xent_naive(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
-    """Algorithm 1 of SimCLR, literally: 1-based indices, views 2k-1 and 2k of image k, python loops."""
+def nt_xent_naive(z1: torch.Tensor, z2: torch.Tensor, tau: float, normalize: bool = True) -> torch.Tensor:
+    """Algorithm 1 of SimCLR, literally: 1-based indices, views 2k-1 and 2k of image k, python loops.
+
+    ``normalize=False`` replaces the cosine by the dot product (SimCLR's Table 5 without l2 norm)."""
     n = z1.shape[0]
     z = {}
     for k in range(1, n + 1):
@@ -16,7 +18,7 @@ def nt_xent_naive(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tenso
         z[2 * k] = z2[k - 1]
 
     def s(i, j):
-        return torch.dot(z[i], z[j]) / (z[i].norm() * z[j].norm())
+        return torch.dot(z[i], z[j]) / ((z[i].norm() * z[j].norm()) if normalize else 1.0)
 
     def loss(i, j):
         denominator = sum(torch.exp(s(i, k) / tau) for k in range(1, 2 * n + 1) if k != i)
@@ -162,6 +164,10 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.dot(a, b) / (a.norm() * b.norm())
 
 
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a, b)
+
+
 def randn(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -183,12 +189,12 @@ def partner(i):
     return i + 1 if i % 2 == 1 else i - 1
 
 
-def negatives_of(z, i, semi_hard):
+def negatives_of(z, i, semi_hard, sim=cos):
     """Indices of the negatives of anchor i; semi-hard keeps those less similar than the positive."""
     all_negs = [j for j in z if j != i and j != partner(i)]
     if not semi_hard:
         return all_negs
-    kept = [j for j in all_negs if cos(z[i], z[j]) < cos(z[i], z[partner(i)])]
+    kept = [j for j in all_negs if sim(z[i], z[j]) < sim(z[i], z[partner(i)])]
     return kept or all_negs
 
 
@@ -250,24 +256,24 @@ def test_info_nce_errors():
 # nt_logistic and margin_triplet (SimCLR Table 2)
 
 
-def nt_logistic_naive(z1, z2, tau, semi_hard):
+def nt_logistic_naive(z1, z2, tau, semi_hard, sim=cos):
     z = views_2n(z1, z2)
     total = 0.0
     for i in z:
-        negs = negatives_of(z, i, semi_hard)
-        positive = -torch.log(torch.sigmoid(cos(z[i], z[partner(i)]) / tau))
-        negative = -sum(torch.log(torch.sigmoid(-cos(z[i], z[j]) / tau)) for j in negs) / len(negs)
+        negs = negatives_of(z, i, semi_hard, sim)
+        positive = -torch.log(torch.sigmoid(sim(z[i], z[partner(i)]) / tau))
+        negative = -sum(torch.log(torch.sigmoid(-sim(z[i], z[j]) / tau)) for j in negs) / len(negs)
         total = total + positive + negative
     return total / len(z)
 
 
-def margin_naive(z1, z2, m, semi_hard):
+def margin_naive(z1, z2, m, semi_hard, sim=cos):
     z = views_2n(z1, z2)
     total = 0.0
     for i in z:
-        negs = negatives_of(z, i, semi_hard)
-        s_pos = cos(z[i], z[partner(i)])
-        total = total + sum(max(0.0, cos(z[i], z[j]) - s_pos + m) for j in negs) / len(negs)
+        negs = negatives_of(z, i, semi_hard, sim)
+        s_pos = sim(z[i], z[partner(i)])
+        total = total + sum(max(0.0, sim(z[i], z[j]) - s_pos + m) for j in negs) / len(negs)
     return total / len(z)
 
 
@@ -278,6 +284,20 @@ def test_nt_logistic_and_margin_match_naive(semi_hard, n):
     z2 = z1 + 0.8 * randn(n, 4, seed=20 + n)
     close(nt_logistic(z1, z2, 0.3, semi_hard=semi_hard), nt_logistic_naive(z1, z2, 0.3, semi_hard))
     close(margin_triplet(z1, z2, 0.4, semi_hard=semi_hard), margin_naive(z1, z2, 0.4, semi_hard))
+
+
+@pytest.mark.parametrize("semi_hard", [False, True])
+def test_losses_without_l2_normalisation_use_the_dot_product(semi_hard):
+    z1 = 0.5 * randn(4, 3, seed=50)
+    z2 = z1 + 0.5 * randn(4, 3, seed=51)
+    close(nt_xent(z1, z2, 0.7, normalize=False), nt_xent_naive(z1, z2, 0.7, normalize=False))
+    close(nt_logistic(z1, z2, 0.7, semi_hard, normalize=False), nt_logistic_naive(z1, z2, 0.7, semi_hard, dot))
+    close(margin_triplet(z1, z2, 0.5, semi_hard, normalize=False), margin_naive(z1, z2, 0.5, semi_hard, dot))
+    # without the norm, scaling the projections changes the loss; with it, it does not
+    assert nt_xent(3 * z1, 3 * z2, 0.7, normalize=False) != nt_xent(z1, z2, 0.7, normalize=False)
+    close(nt_xent(3 * z1, 3 * z2, 0.7), nt_xent(z1, z2, 0.7))
+    with pytest.raises(TypeError, match="normalize must be a bool, got str"):
+        nt_xent(z1, z2, 0.7, normalize="no")
 
 
 def test_semi_hard_selects_and_falls_back():

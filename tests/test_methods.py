@@ -28,6 +28,26 @@ def test_simclr_heads(head, dim):
     assert method.embed(torch.rand(3, 1, 12, 12)).shape == (3, dim)
 
 
+@pytest.mark.parametrize("cfg,loss", [
+    ({"loss": "nt_xent", "normalize": False}, lambda z1, z2: losses.nt_xent(z1, z2, 0.3, normalize=False)),
+    ({"loss": "nt_logistic", "semi_hard": True}, lambda z1, z2: losses.nt_logistic(z1, z2, 0.3, True)),
+    ({"loss": "margin_triplet", "margin": 0.4}, lambda z1, z2: losses.margin_triplet(z1, z2, 0.4)),
+])
+def test_simclr_loss_variants_of_table_2(cfg, loss):
+    torch.manual_seed(0)
+    method = SimCLR(SmallCNN(in_channels=1, width=4), SimCLRConfig(temperature=0.3, proj_dim=8, **cfg))
+    method.eval()
+    v1, v2 = torch.rand(6, 1, 12, 12), torch.rand(6, 1, 12, 12)
+    torch.testing.assert_close(method([v1, v2])["loss"], loss(method.embed(v1), method.embed(v2)))
+
+
+def test_simclr_config_errors():
+    with pytest.raises(ValueError, match="unknown loss 'triplet'; expected one of 'nt_xent', 'nt_logistic'"):
+        SimCLRConfig(loss="triplet")
+    with pytest.raises(ValueError, match="semi_hard applies to loss='nt_logistic' or 'margin_triplet'"):
+        SimCLRConfig(semi_hard=True)
+
+
 def test_simclr_wants_two_views():
     method = SimCLR(SmallCNN(in_channels=1, width=4))
     with pytest.raises(ValueError, match="views must hold 2 augmented batches for SimCLR, got 3"):
