@@ -35,7 +35,8 @@ import torch
 
 from ._validate import check_choice, check_positive, check_tensor, shape_str
 
-__all__ = ["DATASETS", "DatasetInfo", "DatasetNotFoundError", "IndexBatches", "load_dataset", "subsample"]
+__all__ = ["DATASETS", "DatasetInfo", "DatasetNotFoundError", "IndexBatches", "load_dataset",
+           "make_waveforms", "subsample"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -52,6 +53,7 @@ class DatasetInfo:
     num_classes: int          # labels are 0 .. num_classes - 1 (-1 for unlabeled examples)
     splits: tuple[str, ...]   # valid values of load_dataset(split=...)
     classes: tuple[str, ...]  # human-readable class names, indexed by label
+    kind: str = "image"       # 'image': (N, C, size, size); 'sequence': 1-D signals stored as (N, C, 1, size)
 
 
 _CIFAR100_CLASSES = (
@@ -78,6 +80,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar100": DatasetInfo("cifar100", 3, 32, 100, ("train", "test"), _CIFAR100_CLASSES),
     "stl10": DatasetInfo("stl10", 3, 96, 10, ("train", "test", "unlabeled"), (
         "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")),
+    "waveforms": DatasetInfo("waveforms", 1, 256, 8, ("train", "test"), (
+        "sine-slow", "sine-fast", "square-slow", "square-fast",
+        "sawtooth-slow", "sawtooth-fast", "pulse-slow", "pulse-fast"), kind="sequence"),
 }
 
 # Debian's dataset-fashion-mnist package; a module attribute so tests can point it elsewhere.
@@ -93,14 +98,16 @@ def load_dataset(name: str, split: str = "train", *, root=None,
     """Load a whole dataset split as two CPU tensors.
 
     Args:
-        name: one of ``DATASETS``: "digits", "fashion-mnist", "cifar10", "cifar100", "stl10".
+        name: one of ``DATASETS``: "digits", "fashion-mnist", "cifar10", "cifar100", "stl10",
+            "waveforms" (generated here, see :func:`make_waveforms`).
         split: one of ``DATASETS[name].splits`` ("train", "test"; stl10 also "unlabeled").
         root: folder searched first (str or path). Downloads go here when given.
         download: fetch the data with torchvision when no searched folder has it. With
             ``download=False`` nothing touches the network.
 
     Returns:
-        images: uint8 ``(N, C, H, W)``, values 0..255.
+        images: uint8 ``(N, C, H, W)``, values 0..255; ``(N, C, 1, L)`` for the sequence
+            dataset "waveforms".
         labels: int64 ``(N,)``, values 0..C-1; -1 for stl10's "unlabeled" split.
         Both are fresh copies: modifying them does not affect later calls.
 
@@ -114,8 +121,8 @@ def load_dataset(name: str, split: str = "train", *, root=None,
     if split not in info.splits:
         raise ValueError(f"unknown split {split!r} for dataset {name!r}; "
                          f"expected one of {', '.join(map(repr, info.splits))}")
-    if name == "digits":
-        images, labels = _load_cached("digits", split, "", ())
+    if name in ("digits", "waveforms"):      # made in memory: no files to look for
+        images, labels = _load_cached(name, split, "", ())
         return images.clone(), labels.clone()
 
     folder, looked = _locate(name, split, root)
@@ -211,6 +218,8 @@ def _load_cached(name: str, split: str, folder: str, stamp: tuple) -> tuple[torc
 def _load_uncached(name: str, split: str, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if name == "digits":
         return _load_digits(split)
+    if name == "waveforms":
+        return make_waveforms(*_WAVEFORM_SPLITS[split])
     if name == "fashion-mnist":
         return _load_fashion_mnist(split, folder)
     return _load_torchvision(name, split, folder)
@@ -235,6 +244,59 @@ def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         chosen.append(members[:n_train] if split == "train" else members[n_train:])
     keep = np.sort(np.concatenate(chosen))
     return torch.from_numpy(values[keep][:, None]), torch.from_numpy(targets[keep])
+
+
+# ----------------------------------------------------------------------------------------------
+# waveforms (generated: noisy periodic signals whose shape and speed are the class)
+
+_WAVE_SHAPES = ("sine", "square", "sawtooth", "pulse")
+_WAVE_PERIODS = (24.0, 10.0)                  # samples per cycle: "slow", "fast"
+_WAVEFORM_SPLITS = {"train": (32000, 0), "test": (2000, 1)}   # (n, seed) of each split
+_WAVE_RANGE = 2.0                             # values in [-2, 2] map to 0..255
+
+
+def make_waveforms(n: int, seed: int, length: int = 256,
+                   noise: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+    """A labelled set of 1-D signals, the same for the same arguments: CPC's sequence toy data.
+
+    Each signal is one of 4 periodic shapes (sine, square, sawtooth, pulse: a train of pulses
+    high for the first 20% of each cycle, zero-mean like the others) at one of 2 speeds (a
+    period of 24 or 10 samples), 8 classes, label = 2 * shape + speed, classes in equal
+    numbers in random order. Per signal, drawn from ``numpy.random.default_rng(seed)``:
+
+        x_t = a * shape((t / P + phi) mod 1) + noise * e_t,   t = 0 .. length - 1,
+
+    amplitude a ~ U(0.5, 1), period P = the class's period times U(0.9, 1.1), phase
+    phi ~ U(0, 1) and white noise e_t ~ N(0, 1). Values in [-2, 2] are mapped linearly to
+    0..255 (clipped) and stored as uint8 of shape (n, 1, 1, length), like a one-row image.
+
+    The class is recoverable from the signal (the power spectrum tells the period and, by its
+    harmonics, the shape), but hardly from the raw samples compared position by position, as
+    the random phase shifts the signal: on the test split a kNN (k = 200) fitted on the train
+    split scores 0.99 on |FFT| of the samples, 0.51 on the raw samples (chance: 0.125).
+
+    Returns:
+        signals: uint8 (n, 1, 1, length); labels: int64 (n,), 0..7 as in
+        ``DATASETS["waveforms"].classes``.
+    """
+    check_positive("n", n)
+    check_positive("length", length)
+    check_positive("noise", noise, allow_zero=True)
+    rng = np.random.default_rng(seed)
+    n_classes = len(_WAVE_SHAPES) * len(_WAVE_PERIODS)
+    labels = rng.permutation(np.arange(n) % n_classes)
+    shape, speed = labels // len(_WAVE_PERIODS), labels % len(_WAVE_PERIODS)
+    amplitude = rng.uniform(0.5, 1.0, n)
+    period = np.asarray(_WAVE_PERIODS)[speed] * rng.uniform(0.9, 1.1, n)
+    phase = rng.uniform(0.0, 1.0, n)
+    u = (np.arange(length)[None, :] / period[:, None] + phase[:, None]) % 1.0   # (n, length) in [0, 1)
+    waves = np.stack([np.sin(2 * np.pi * u),                                     # sine
+                      np.where(u < 0.5, 1.0, -1.0),                              # square
+                      2 * u - 1,                                                 # sawtooth
+                      np.where(u < 0.2, 1.6, -0.4)])                             # pulse, mean 0
+    signal = amplitude[:, None] * waves[shape, np.arange(n)] + noise * rng.standard_normal((n, length))
+    values = np.clip(np.rint((signal + _WAVE_RANGE) * (255 / (2 * _WAVE_RANGE))), 0, 255).astype(np.uint8)
+    return torch.from_numpy(values[:, None, None, :]), torch.from_numpy(labels.astype(np.int64))
 
 
 # ----------------------------------------------------------------------------------------------

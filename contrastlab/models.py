@@ -8,7 +8,9 @@ z = g(h), the thing the contrastive loss sees. This module holds:
   in minutes on a CPU (the book's ``cpu`` budget).
 - :func:`resnet18`: torchvision's ResNet-18 with the CIFAR stem (3x3 stride-1 first conv, no
   max-pool) and a width multiplier; the ``gpu`` budget encoder.
-- :func:`build_encoder`: pick one of the two by name.
+- :class:`Conv1dEncoder`: a strided 1-D convolutional encoder for sequences stored as (N, C, 1, L),
+  after CPC's audio encoder; it also exposes its per-step features (``frames``).
+- :func:`build_encoder`: pick one of them by name.
 - :class:`ProjectionHead`: identity, linear or the SimCLR MLP head (Sec. 4.2, Fig. 8).
 
 Every encoder returns ``h`` of shape (N, D) and exposes ``out_dim = D``.
@@ -20,9 +22,9 @@ import math
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from contrastlab._validate import check_choice, check_positive
+from contrastlab._validate import check_choice, check_positive, shape_str
 
-ENCODERS = ("small_cnn", "resnet18")
+ENCODERS = ("small_cnn", "resnet18", "conv1d")
 HEAD_KINDS = ("none", "linear", "mlp")
 
 
@@ -137,25 +139,69 @@ def resnet18(in_channels: int = 3, width: float = 1.0, cifar_stem: bool = True) 
     return _WideResNet18(in_channels, float(width), bool(cifar_stem))
 
 
+class Conv1dEncoder(nn.Module):
+    """A strided 1-D convolutional encoder for sequences, CPC's audio encoder scaled down.
+
+    CPC (van den Oord et al. 2018, Sec. 3.1) encodes raw 16 kHz audio with five convolutions
+    (strides 5, 4, 2, 2, 2, kernels 10, 8, 4, 4, 4, 512 channels), one 512-d frame per 160
+    samples. Here three conv-BN-ReLU layers with strides 4, 2, 2 and kernels 8, 4, 4 give one
+    frame per 16 samples, with ``width, 2*width, 4*width`` channels (the small CNN's widths); a
+    frame sees 44 samples. Sequences are stored like one-row images, (N, C, 1, L), so that they
+    go through the same data, training and evaluation code as images.
+
+    ``frames(x)`` returns the per-frame features (N, T, 4 * width), T = L // 16 for L a multiple
+    of 16; ``forward(x)`` mean-pools them over time into h (N, 4 * width).
+
+    Args:
+        in_channels: channels C of the sequences.
+        width: channels of the first layer; the output dimension is ``4 * width``.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 32):
+        super().__init__()
+        _check_int("in_channels", in_channels)
+        _check_int("width", width)
+        layers = []
+        for c_in, c_out, kernel, stride in ((in_channels, width, 8, 4), (width, 2 * width, 4, 2),
+                                            (2 * width, 4 * width, 4, 2)):
+            padding = (kernel - stride) // 2            # T = L / stride exactly when stride divides L
+            layers += [nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+                       nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.out_dim: int = 4 * width
+
+    def frames(self, x: Tensor) -> Tensor:
+        """(N, C, 1, L) sequences -> (N, T, out_dim) frame features."""
+        if x.ndim != 4 or x.shape[2] != 1 or x.shape[3] < 16:
+            raise ValueError(f"x must be a batch of sequences of shape (N, C, 1, L) with L >= 16, "
+                             f"got shape {shape_str(x.shape)}")
+        return self.features(x.squeeze(2)).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.frames(x).mean(dim=1)
+
+
 def build_encoder(name: str, in_channels: int, width: float | None = None) -> nn.Module:
     """Build an encoder by name; the result has ``out_dim``.
 
     Args:
-        name: ``"small_cnn"`` or ``"resnet18"``.
+        name: ``"small_cnn"``, ``"resnet18"`` or ``"conv1d"`` (sequences stored as (N, C, 1, L)).
         in_channels: image channels C.
-        width: for ``"small_cnn"`` the channels of its first block, a whole number (default
-            32); for ``"resnet18"`` the width multiplier (default 1.0). None picks the default.
+        width: for ``"small_cnn"`` and ``"conv1d"`` the channels of the first layer, a whole
+            number (default 32); for ``"resnet18"`` the width multiplier (default 1.0). None
+            picks the default.
 
     Returns:
         an ``nn.Module`` mapping (N, C, H, W) float to h (N, out_dim).
     """
     check_choice("encoder name", name, ENCODERS)
-    if name == "small_cnn":
+    if name in ("small_cnn", "conv1d"):
+        cls = SmallCNN if name == "small_cnn" else Conv1dEncoder
         if width is None:
-            return SmallCNN(in_channels, 32)
+            return cls(in_channels, 32)
         if isinstance(width, bool) or not isinstance(width, (int, float)) or width != int(width):
-            raise ValueError(f"width for small_cnn must be a whole number of channels, got {width!r}")
-        return SmallCNN(in_channels, int(width))
+            raise ValueError(f"width for {name} must be a whole number of channels, got {width!r}")
+        return cls(in_channels, int(width))
     return resnet18(in_channels, 1.0 if width is None else width)
 
 
@@ -208,4 +254,5 @@ class ProjectionHead(nn.Module):
         return f"kind={self.kind!r}, out_dim={self.out_dim}"
 
 
-__all__ = ["ENCODERS", "HEAD_KINDS", "ProjectionHead", "SmallCNN", "build_encoder", "resnet18"]
+__all__ = ["ENCODERS", "HEAD_KINDS", "Conv1dEncoder", "ProjectionHead", "SmallCNN", "build_encoder",
+           "resnet18"]

@@ -43,13 +43,15 @@ def _images(rng, n, c, size):
 
 
 def test_registry_is_consistent():
-    assert set(DATASETS) == {"digits", "fashion-mnist", "cifar10", "cifar100", "stl10"}
+    assert set(DATASETS) == {"digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "waveforms"}
     for key, info in DATASETS.items():
         assert info.name == key
         assert len(info.classes) == info.num_classes
         assert "train" in info.splits and "test" in info.splits
     assert DATASETS["stl10"].splits == ("train", "test", "unlabeled")
     assert (DATASETS["cifar10"].channels, DATASETS["cifar10"].size) == (3, 32)
+    assert {k for k, info in DATASETS.items() if info.kind != "image"} == {"waveforms"}
+    assert DATASETS["waveforms"].kind == "sequence"
 
 
 def test_unknown_name_and_split():
@@ -95,6 +97,54 @@ def test_digits_deterministic_and_copies():
     x3, y3 = load_dataset("digits", "test")
     assert torch.equal(x2, x3) and torch.equal(y1, y3)
     assert x2.max() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# waveforms (generated)
+
+
+def test_waveforms_shapes_balance_and_determinism():
+    x, y = load_dataset("waveforms", "train")
+    xt, yt = load_dataset("waveforms", "test")
+    info = DATASETS["waveforms"]
+    assert x.dtype == torch.uint8 and y.dtype == torch.int64
+    assert x.shape == (32000, 1, 1, info.size) and xt.shape == (2000, 1, 1, info.size)
+    assert torch.equal(torch.bincount(y), torch.full((8,), 4000))
+    assert torch.equal(torch.bincount(yt), torch.full((8,), 250))
+    x[:] = 0                                        # must not leak into the in-process cache
+    again, y_again = load_dataset("waveforms", "train")
+    fresh, y_fresh = data.make_waveforms(32000, 0)   # and the same signals when made anew
+    assert torch.equal(again, fresh) and torch.equal(y_again, y_fresh) and torch.equal(y, y_fresh)
+    other, _ = data.make_waveforms(2000, 5)
+    assert not torch.equal(other, xt)               # the seed matters; train and test differ
+    assert not any(torch.equal(a, b) for a, b in zip(xt[:50], fresh[:50]))
+    assert 0.3 < (again.float() / 255).mean() < 0.7 and again.max() > 200 and again.min() < 50
+
+
+def test_waveform_class_is_recoverable_from_the_spectrum_not_from_raw_samples():
+    from contrastlab.metrics import knn_accuracy
+
+    x, y = load_dataset("waveforms", "train")
+    xt, yt = load_dataset("waveforms", "test")
+
+    def spectrum(v):
+        v = v.flatten(1).float()
+        return torch.fft.rfft(v - v.mean(1, keepdim=True)).abs()
+
+    # measured: 0.987 from |FFT|, 0.507 from the raw samples (chance: 0.125)
+    assert knn_accuracy(spectrum(x), y, spectrum(xt), yt) > 0.95
+    assert knn_accuracy(x.flatten(1).float(), y, xt.flatten(1).float(), yt) < 0.6
+
+
+def test_waveform_shapes_and_speeds_are_as_documented():
+    x, y = data.make_waveforms(400, 3, noise=0.0)
+    signal = x.flatten(1).float() / 255 * 4 - 2      # back to [-2, 2]
+    spectrum = torch.fft.rfft(signal - signal.mean(1, keepdim=True)).abs()
+    period = 256 / spectrum.argmax(1).float()       # the strongest frequency's period, in samples
+    slow, square, sine = y % 2 == 0, y // 2 == 1, y // 2 == 0
+    assert period[sine & slow].min() > 20 and period[sine & ~slow].max() < 12    # 24 and 10, +-10%
+    assert (signal[square].abs() > 0.45).float().mean() > 0.99          # two levels +-a, a >= 0.5
+    assert (signal[sine].abs() < 0.2).float().mean() > 0.1              # a sine passes through 0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ def test_resolve_applies_budget_dataset_and_overrides_in_order():
     assert r["augment"]["size"] == 28 and r["augment"]["crop_scale"] == [0.4, 1.0]  # dataset preset
     assert r["train"]["epochs"] == 3                                                 # override wins
     assert r["method"] == {"name": "simclr", "temperature": 0.5, "head": "mlp", "proj_dim": 128,
-                           "hidden_dim": None}
+                           "hidden_dim": None, "loss": "nt_xent", "normalize": True, "semi_hard": False,
+                           "margin": 1.0}
 
 
 def test_default_budget_follows_the_environment(monkeypatch):
