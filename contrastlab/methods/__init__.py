@@ -22,7 +22,24 @@ METHODS: dict[str, tuple[type[Method], type]] = {
 }
 
 __all__ = [
-    "AlignUniform", "AlignUniformConfig", "BYOL", "CPC", "METHODS", "BYOLConfig", "CPCConfig", "InstDisc", "InstDiscConfig", "Method", "MoCo",
-    "MoCoConfig", "SimCLR", "SimCLRConfig", "SupCon", "SupConConfig", "Supervised", "SupervisedConfig", "SwAV",
+    "BYOL",
+    "CPC",
+    "METHODS",
+    "AlignUniform",
+    "AlignUniformConfig",
+    "BYOLConfig",
+    "CPCConfig",
+    "InstDisc",
+    "InstDiscConfig",
+    "Method",
+    "MoCo",
+    "MoCoConfig",
+    "SimCLR",
+    "SimCLRConfig",
+    "SupCon",
+    "SupConConfig",
+    "Supervised",
+    "SupervisedConfig",
+    "SwAV",
     "SwAVConfig",
 ]
