@@ -68,7 +68,7 @@ def _spread(curve) -> str:
     values = [v for v in (curve or []) if v is not None]
     if not values:
         return "–"
-    return f"{values[0]:.3f} → {values[-1]:.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    return f"{values[0]:.4f} → {values[-1]:.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
 
 def _short(commit: str | None) -> str:

@@ -28,8 +28,8 @@ def test_markdown_table_has_a_row_per_run_with_its_numbers():
                                    ("byol:method.ema=false", _record(0.3, 0.4, [0.05, 0.0001], "fedcba9876"))])
     lines = table.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| run | kNN | linear")
-    assert "| `byol` | 0.8000 | 0.8500 | 0.060 → 0.050 | 1.5 min |" in lines[2]
-    assert "0123456-dirty" in lines[2] and "0.050 → 0.000 " in lines[3] and "| fedcba9 |" in lines[3]
+    assert "| `byol` | 0.8000 | 0.8500 | 0.0600 → 0.0500 | 1.5 min |" in lines[2]
+    assert "0123456-dirty" in lines[2] and "0.0500 → 0.0001 " in lines[3] and "| fedcba9 |" in lines[3]
 
 
 def test_write_block_replaces_only_between_its_markers(tmp_path):
