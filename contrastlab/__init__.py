@@ -5,11 +5,16 @@ The public API, module by module:
 - `contrastlab.data`: ``load_dataset(name, split)`` -> uint8 images (N, C, H, W), int64 labels; `IndexBatches`.
 - `contrastlab.augment`: batched per-sample augmentations on the training device; `SimCLRAugment`.
 - `contrastlab.models`: `SmallCNN`, ``resnet18`` (CIFAR stem), `ProjectionHead`.
-- `contrastlab.losses`: pure loss functions, ``nt_xent``.
-- `contrastlab.methods`: one class per method (`SimCLR`), each with a config dataclass.
+- `contrastlab.losses`: pure loss functions: ``nt_xent``, ``info_nce``, ``nt_logistic``, ``margin_triplet``,
+  ``supcon``, ``byol``, ``sinkhorn``, ``swav``.
+- `contrastlab.methods`: one class per method (SimCLR, InstDisc, CPC, MoCo, BYOL, SwAV, SupCon, the
+  cross-entropy baseline, AlignUniform), each with a config dataclass; `METHODS` names them.
 - `contrastlab.train`: ``fit()``, checkpoints, `TrainConfig`.
 - `contrastlab.metrics`: kNN, linear probe, alignment and uniformity.
 - `contrastlab.experiments`: ``run(ExperimentConfig(...))`` -> cached result record.
+- `contrastlab.report`: ``compare(runs)`` and its Markdown table (``python -m contrastlab compare``).
+- `contrastlab.analysis`: InfoNCE as a bound on mutual information; gradient weights of negatives.
+- `contrastlab.plots`: figures from result records (imports matplotlib, which ``import contrastlab`` does not).
 
 Importing contrastlab does no work: no downloads, no global settings.
 """
