@@ -10,6 +10,7 @@ Budgets:
     smoke  seconds; for tests and CI (a tiny subset, one epoch).
     cpu    minutes on 2 CPU cores: small CNN on the full Fashion-MNIST training set.
     gpu    the recipe meant for a GPU: CIFAR-stem ResNet-18, batch 512.
+
 The default is $CONTRASTLAB_BUDGET if set, else 'gpu' when CUDA is present, else 'cpu'.
 
 Baselines go through the same path: method 'raw_pixels' (kNN and linear probe on pixels)
@@ -69,6 +70,8 @@ class EvalConfig:
     knn_temperature: float = 0.1  # weights exp(s / temperature)
     linear_epochs: int = 100  # epochs of the linear probe (logistic regression on h)
     probe_z: bool = False  # also probe the projection z (the h-versus-z ablation)
+    label_fractions: list = field(default_factory=list)  # also probe with these shares of the train labels, e.g. [0.01, 0.1] (semi-supervised)
+    save_z: int = 0  # keep the normalised z of this many test images in the record (for the S^1 figure)
 
 
 # Per-budget presets: dotted keys into the resolved configuration. The cpu and smoke budgets
@@ -184,7 +187,19 @@ def resolve(config: ExperimentConfig) -> dict:
                 _set(resolved, key, value)
     for key, value in config.overrides.items():
         _set(resolved, key, value)
+    _check_eval(resolved["eval"])
     return json.loads(json.dumps(resolved))   # tuples -> lists, a plain copy
+
+
+def _check_eval(section: dict) -> None:
+    fractions = section["label_fractions"]
+    if not isinstance(fractions, (list, tuple)) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions):
+        raise ValueError(f"eval.label_fractions must be a list of shares in (0, 1], e.g. [0.01, 0.1], "
+                         f"got {fractions!r}")
+    save_z = section["save_z"]
+    if isinstance(save_z, bool) or not isinstance(save_z, int) or save_z < 0:
+        raise ValueError(f"eval.save_z must be an int >= 0 (test images whose z is kept), got {save_z!r}")
 
 
 def _set(resolved: dict, key: str, value) -> None:
@@ -198,15 +213,33 @@ def _set(resolved: dict, key: str, value) -> None:
     resolved[section][name] = value
 
 
+# Options added after records were published, with the value that means "off": at that value an
+# option is left out of the key, so that the records made before it existed keep their names.
+_KEY_SKIPS_AT = {"eval.label_fractions": [], "eval.save_z": 0, "method.feature_dim": 0}
+
+
 def config_hash(resolved: dict) -> str:
-    blob = json.dumps({"v": CACHE_VERSION, **resolved}, sort_keys=True)
+    keyed = {section: {k: v for k, v in body.items()
+                       if f"{section}.{k}" not in _KEY_SKIPS_AT or _KEY_SKIPS_AT[f"{section}.{k}"] != v}
+             if isinstance(body, dict) else body for section, body in resolved.items()}
+    blob = json.dumps({"v": CACHE_VERSION, **keyed}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _stem(resolved: dict, key: str) -> str:
+    return f"{resolved['method']['name']}-{resolved['dataset']['name']}-{resolved['budget']}-{key}"
 
 
 def record_path(resolved: dict, cache_dir: str | Path | None = None) -> Path:
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    stem = f"{resolved['method']['name']}-{resolved['dataset']['name']}-{resolved['budget']}-{config_hash(resolved)}"
-    return cache_dir / f"{stem}.json"
+    return cache_dir / f"{_stem(resolved, config_hash(resolved))}.json"
+
+
+def run_dir(resolved: dict, cache_dir: str | Path | None = None) -> Path:
+    """Where a run's checkpoint and log go: keyed on everything but the ``eval`` section, so a
+    change to the evaluation alone re-evaluates the finished checkpoint instead of training again."""
+    training = {k: v for k, v in resolved.items() if k != "eval"}
+    return record_path(resolved, cache_dir).parent / "runs" / _stem(resolved, config_hash(training))
 
 
 def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force: bool = False,
@@ -215,20 +248,24 @@ def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force:
 
     The record is a dict: ``config`` (resolved), ``key``, ``metrics`` (knn_acc, linear_acc,
     ...), ``curves`` (per-epoch lists), ``provenance`` (contrastlab version and commit, device,
-    torch version, date, wall time, budget). Checkpoints go to ``<cache_dir>/runs/<name>/``,
-    so an interrupted run resumes when ``run`` is called again.
+    torch version, date, wall time, budget, and ``resumed``), and with ``eval.save_z`` also
+    ``z_test`` and ``z_test_labels``. Checkpoints go to :func:`run_dir`, so an interrupted run
+    resumes when ``run`` is called again, and a run that differs only in its ``eval`` section
+    re-evaluates the finished checkpoint.
     """
     resolved = resolve(config)
     path = record_path(resolved, cache_dir)
     if path.exists() and not force:
         return json.loads(path.read_text())
-    run_dir = path.parent / "runs" / path.stem
-    if force and (run_dir / "checkpoint.pt").exists():
-        (run_dir / "checkpoint.pt").unlink()
+    folder = run_dir(resolved, cache_dir)
+    if force and (folder / "checkpoint.pt").exists():
+        (folder / "checkpoint.pt").unlink()
+    resumed = (folder / "checkpoint.pt").exists()
     tic = time.perf_counter()
-    metrics_, curves, device = _execute(resolved, run_dir, progress)
+    metrics_, curves, device, extras = _execute(resolved, folder, progress)
     record = {"config": resolved, "key": config_hash(resolved), "metrics": metrics_, "curves": curves,
-              "provenance": provenance(device, resolved["budget"], time.perf_counter() - tic)}
+              **extras, "provenance": provenance(device, resolved["budget"], time.perf_counter() - tic)}
+    record["provenance"]["resumed"] = resumed   # True: training (or all of it) was done by an earlier call
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -288,12 +325,18 @@ class _Unaugmented:
 
 
 def evaluate(features_train, y_train, features_test, y_test, section: dict, seed: int = 0) -> dict:
-    """kNN and linear-probe accuracy of frozen features, fitted on train, reported on test."""
+    """kNN and linear-probe accuracy of frozen features, fitted on train, reported on test; with
+    ``label_fractions`` also the probe on each share of the labels (``linear_acc_1pct``, ...)."""
     knn = metrics.knn_accuracy(features_train, y_train, features_test, y_test,
                                k=section["knn_k"], temperature=section["knn_temperature"])
     probe = metrics.linear_probe(features_train, y_train, features_test, y_test,
                                  epochs=section["linear_epochs"], seed=seed)
-    return {"knn_acc": knn, "linear_acc": probe["test_acc"], "linear_train_acc": probe["train_acc"]}
+    result = {"knn_acc": knn, "linear_acc": probe["test_acc"], "linear_train_acc": probe["train_acc"]}
+    for fraction in section.get("label_fractions", []):
+        few = metrics.few_label_probe(features_train, y_train, features_test, y_test, fraction,
+                                      epochs=section["linear_epochs"], seed=seed)
+        result[f"linear_acc_{fraction * 100:g}pct"] = few["test_acc"]
+    return result
 
 
 def _execute(resolved: dict, run_dir: Path, progress: bool):
@@ -302,7 +345,7 @@ def _execute(resolved: dict, run_dir: Path, progress: bool):
     name = resolved["method"]["name"]
     if name == "raw_pixels":
         f_tr, f_te = x_tr.flatten(1).float() / 255, x_te.flatten(1).float() / 255
-        return evaluate(f_tr, y_tr, f_te, y_te, resolved["eval"], seed), {}, resolve_device("cpu")
+        return evaluate(f_tr, y_tr, f_te, y_te, resolved["eval"], seed), {}, resolve_device("cpu"), {}
     device = resolve_device(resolved["train"]["device"])
     encoder, method = build_method(resolved, x_tr.shape[1], num_samples=len(x_tr))
     curves = {}
@@ -318,13 +361,20 @@ def _execute(resolved: dict, run_dir: Path, progress: bool):
     f_tr = metrics.extract_features(encoder, x_tr, transform=transform)
     f_te = metrics.extract_features(encoder, x_te, transform=transform)
     result = evaluate(f_tr, y_tr.to(f_tr.device), f_te, y_te.to(f_te.device), resolved["eval"], seed)
+    extras = {}
     if method is not None and resolved["eval"]["probe_z"]:
         z = _EmbedZ(method)
         z_tr = metrics.extract_features(z, x_tr, transform=transform)
         z_te = metrics.extract_features(z, x_te, transform=transform)
         zres = evaluate(z_tr, y_tr.to(z_tr.device), z_te, y_te.to(z_te.device), resolved["eval"], seed)
         result.update({f"{k}_z": v for k, v in zres.items()})
-    return result, curves, device
+    if method is not None and resolved["eval"]["save_z"]:
+        n = min(resolved["eval"]["save_z"], len(x_te))
+        z = metrics.extract_features(_EmbedZ(method), x_te[:n], transform=transform).float()
+        z = torch.nn.functional.normalize(z, dim=1)
+        extras = {"z_test": [[round(v, 4) for v in row] for row in z.cpu().tolist()],
+                  "z_test_labels": y_te[:n].tolist()}
+    return result, curves, device, extras
 
 
 class _EmbedZ(torch.nn.Module):

@@ -4,7 +4,8 @@
 - :func:`knn_predict` / :func:`knn_accuracy`: the weighted kNN monitor of InstDisc
   (Wu et al. 2018, Sec. 3.4), used by MoCo, lightly and solo-learn to track training.
 - :func:`linear_probe`: multinomial logistic regression on frozen features, the standard
-  "linear evaluation protocol" (SimCLR, Chen et al. 2020, Sec. 2.3), run offline.
+  "linear evaluation protocol" (SimCLR, Chen et al. 2020, Sec. 2.3), run offline;
+  :func:`few_label_probe` fits it on 1% or 10% of the labels (the semi-supervised protocol).
 - :func:`alignment` and :func:`uniformity`: the two properties of Wang & Isola (2020, Sec. 4).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastlab._validate import check_tensor, shape_str
+from contrastlab.data import subsample
 
 # --------------------------------------------------------------------------------------------
 # argument checks local to this module
@@ -277,6 +279,36 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
         def accuracy(x: Tensor, y: Tensor) -> float:
             return ((x @ weight.T + bias).argmax(dim=1) == y).float().mean().item()
         return {"train_acc": accuracy(x_train, y_train), "test_acc": accuracy(x_test, y_test)}
+
+
+def few_label_probe(train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
+                    fraction: float, *, seed: int = 0, **probe_options) -> dict:
+    """Semi-supervised evaluation: the linear probe fitted on a fraction of the training labels.
+
+    The protocol of SimCLR's Table 7 with 1% and 10% of the labels, as a linear probe on frozen
+    features rather than fine-tuning the encoder: a class-balanced subset of
+    ``round(fraction * N)`` training examples (at least one per class, drawn with ``seed``)
+    keeps its labels, the rest are unused, and the accuracy is on the whole test set.
+
+    Args:
+        train_features, train_labels, test_features, test_labels: as :func:`linear_probe`.
+        fraction: share of the training labels kept, in (0, 1].
+        seed: which subset (the probe itself is deterministic).
+        probe_options: passed on to :func:`linear_probe` (epochs, weight_decay, ...).
+
+    Returns:
+        ``{"train_acc", "test_acc", "n_labels"}``, the accuracy on the labelled subset, on the
+        test set, and the size of the subset.
+    """
+    _check_features_labels("train_features", train_features, "train_labels", train_labels)
+    _check_number("fraction", fraction)
+    if fraction > 1:
+        raise ValueError(f"fraction must be in (0, 1], the share of training labels kept, got {fraction!r}")
+    n_classes = int(torch.unique(train_labels).numel())
+    n = max(n_classes, round(fraction * train_labels.shape[0]))
+    x, y = subsample(train_features, train_labels, n, seed=seed)
+    result = linear_probe(x, y, test_features, test_labels, seed=seed, **probe_options)
+    return {**result, "n_labels": int(y.shape[0])}
 
 
 # --------------------------------------------------------------------------------------------

@@ -157,7 +157,9 @@ def circle_features(features_by_name: Mapping, *, kappa: float = 20.0, class_nam
 
     Args:
         features_by_name: ``{name: (features, labels)}``; features (N, 2) (L2-normalised here)
-            or angles (N,) in radians; labels (N,) integer classes. Tensors or arrays.
+            or angles (N,) in radians; labels (N,) integer classes. Tensors or arrays. A value
+            may instead be a result record made with ``eval.save_z`` and a 2-d z: its
+            ``z_test`` and ``z_test_labels`` are drawn, and its provenance goes in the caption.
         kappa: concentration of the von Mises kernel (larger: sharper; 20 is about 0.22 rad wide).
         class_names: legend names of classes 0..C-1.
         source: caption text (where the features come from).
@@ -171,8 +173,14 @@ def circle_features(features_by_name: Mapping, *, kappa: float = 20.0, class_nam
     if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not 0 < kappa < math.inf:
         raise ValueError(f"kappa must be a finite number > 0, got {kappa!r}")
     grid = np.linspace(-math.pi, math.pi, 361)
-    columns = []
+    columns, records = [], []
     for name, pair in features_by_name.items():
+        if isinstance(pair, Mapping):
+            if "z_test" not in pair or "z_test_labels" not in pair:
+                raise ValueError(f"features_by_name[{name!r}] is a record without 'z_test': run it with "
+                                 f"eval.save_z > 0 (and a 2-d z, e.g. method.proj_dim=2)")
+            records.append(pair)
+            pair = (pair["z_test"], pair["z_test_labels"])
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise TypeError(f"features_by_name[{name!r}] must be a pair (features, labels), got {type(pair).__name__}")
         feats = _array(f"features_by_name[{name!r}] features", pair[0], (1, 2))
@@ -184,6 +192,8 @@ def circle_features(features_by_name: Mapping, *, kappa: float = 20.0, class_nam
             raise ValueError(f"features_by_name[{name!r}] features must hold at least one point, got none")
         labels = _labels_array(f"features_by_name[{name!r}] labels", pair[1], len(angles))
         columns.append((str(name), angles, labels, _von_mises_kde(angles, grid, kappa)))
+    if source is None and records:
+        source = source_caption(records)
     vmax = max(c[3].max() for c in columns)
     classes = sorted(set(np.concatenate([c[2] for c in columns]).tolist()))
     palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
@@ -546,7 +556,7 @@ def mi_bound(result: Mapping) -> Figure:
 def gradient_weights(result: Mapping) -> Figure:
     """Gradient weight of a negative against its similarity, one line per temperature (`analysis.gradient_weight_curves`).
 
-    Left: the weight |dl/ds_j| on a log scale; right: each negative's share of the total push
+    Left: the weight ``|dl/ds_j|`` on a log scale; right: each negative's share of the total push
     on the negatives. A small tau concentrates the gradient on the hardest negatives
     (Wang & Liu 2021; the "built-in focal" behaviour of Khosla et al. 2020, Sec. 3.2.3).
 

@@ -39,7 +39,7 @@ CHECKPOINT_FORMAT = "contrastlab-checkpoint-v1"
 class TrainConfig:
     """How to train. Defaults follow SimCLR's recipe, scaled to small images."""
 
-    epochs: int = 10  # passes over the training images
+    epochs: int = 10  # passes over the training images (0 evaluates the method as initialised)
     batch_size: int = 256  # images per step (the method sees n_views times as many views)
     optimizer: str = "lars"  # 'lars' (SimCLR's), 'sgd' or 'adam'
     lr: float = 0.3  # learning rate per 256 images, scaled linearly with batch_size (SimCLR: 0.3 x B/256)
@@ -177,7 +177,7 @@ def _check_inputs(method, images, labels, eval_data, config):
         if not (isinstance(eval_data, (tuple, list)) and len(eval_data) == 2):
             raise TypeError("eval_data must be a pair (test_images, test_labels)")
         check_tensor("eval_data[0]", eval_data[0], ndim=4, dtype=torch.uint8)
-    check_positive("epochs", config.epochs)
+    check_positive("epochs", config.epochs, allow_zero=True)   # 0: nothing trained, the method at init
     check_positive("batch_size", config.batch_size)
     check_choice("optimizer", config.optimizer, OPTIMIZERS)
     if config.batch_size > len(images):

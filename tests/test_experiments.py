@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_run_records_provenance_and_is_cached(results):
     prov = record["provenance"]
     assert prov["budget"] == "smoke" and prov["device"].startswith("cpu") and prov["wall_time_s"] > 0
     assert {"contrastlab", "commit", "torch", "date"} <= prov.keys()
-    assert (results / "runs" / path.stem / "checkpoint.pt").exists()
+    assert (E.run_dir(E.resolve(config)) / "checkpoint.pt").exists()
     # a second call loads the record instead of training: poison the file to prove it
     record["metrics"]["knn_acc"] = -1.0
     path.write_text(json.dumps(record))
@@ -86,6 +87,64 @@ def test_probe_z_adds_projection_metrics(results):
     rec = E.run(E.ExperimentConfig(method="simclr", dataset="digits", budget="smoke",
                                    overrides={**TINY, "eval.probe_z": True}), progress=False)
     assert {"knn_acc_z", "linear_acc_z"} <= rec["metrics"].keys()
+
+
+def test_an_eval_only_change_reuses_the_finished_checkpoint(results):
+    base = E.run(E.ExperimentConfig(method="simclr", dataset="digits", budget="smoke", overrides=TINY),
+                 progress=False)
+    config = E.ExperimentConfig(method="simclr", dataset="digits", budget="smoke",
+                                overrides={**TINY, "eval.label_fractions": [0.1, 0.5], "eval.save_z": 7})
+    rec = E.run(config, progress=False)
+    assert rec["key"] != base["key"] and rec["provenance"]["resumed"] and not base["provenance"]["resumed"]
+    assert rec["curves"] == base["curves"]                       # not trained again: the same history
+    assert rec["metrics"]["knn_acc"] == base["metrics"]["knn_acc"]
+    assert {"linear_acc_10pct", "linear_acc_50pct"} <= rec["metrics"].keys()
+    assert len(rec["z_test"]) == 7 and len(rec["z_test_labels"]) == 7
+    assert all(abs(sum(v * v for v in row) - 1) < 1e-3 for row in rec["z_test"])   # unit rows
+    assert len(rec["z_test"][0]) == rec["config"]["method"]["proj_dim"]
+
+
+def test_bad_eval_options_are_reported_before_training():
+    with pytest.raises(ValueError, match=r"eval.label_fractions must be a list of shares in \(0, 1\].*got \[0.0\]"):
+        E.resolve(E.ExperimentConfig(overrides={"eval.label_fractions": [0.0]}))
+    with pytest.raises(ValueError, match="eval.save_z must be an int >= 0.*got -1"):
+        E.resolve(E.ExperimentConfig(overrides={"eval.save_z": -1}))
+
+
+def test_zero_epochs_evaluates_the_method_at_init(results):
+    rec = E.run(E.ExperimentConfig(method="simclr", dataset="digits", budget="smoke",
+                                   overrides={**TINY, "train.epochs": 0}), progress=False)
+    assert all(v == [] for v in rec["curves"].values()) and 0 < rec["metrics"]["knn_acc"] <= 1
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "results").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_published_records_are_still_found_by_their_config(path):
+    """A record in results/ must keep its name when it is asked for again: re-resolving its method,
+    dataset, budget and seed with the overrides that differ from today's defaults must give its key.
+    A new option changes every key unless it is listed, with its "off" value, in _KEY_SKIPS_AT."""
+    rec = json.loads(path.read_text())
+    cfg = rec["config"]
+    seed = cfg.get("train", {}).get("seed", 0)
+    fresh = E.resolve(E.ExperimentConfig(method=cfg["method"]["name"], dataset=cfg["dataset"]["name"],
+                                         budget=cfg["budget"], seed=seed))
+    overrides, gone = {}, []
+    for section, body in cfg.items():
+        if not isinstance(body, dict):
+            continue
+        for k, v in body.items():
+            if k not in fresh.get(section, {}):
+                gone.append(f"{section}.{k}")
+            elif fresh[section][k] != v and f"{section}.{k}" not in ("method.name", "dataset.name"):
+                overrides[f"{section}.{k}"] = v
+    assert not gone, f"{path.name}: options removed since it was made: {gone}"
+    again = E.resolve(E.ExperimentConfig(method=cfg["method"]["name"], dataset=cfg["dataset"]["name"],
+                                         budget=cfg["budget"], seed=seed, overrides=overrides))
+    added = sorted(f"{s}.{k}" for s, b in again.items() if isinstance(b, dict) for k in b
+                   if k not in cfg.get(s, {}))
+    assert E.config_hash(again) == rec["key"], (
+        f"{path.name} is no longer found: options added since it was made: {added}; list them with "
+        f"their 'off' value in experiments._KEY_SKIPS_AT, or re-run the record")
 
 
 def test_every_preset_key_names_a_real_field():

@@ -8,6 +8,7 @@ from torch import nn
 from contrastlab.metrics import (
     alignment,
     extract_features,
+    few_label_probe,
     knn_accuracy,
     knn_predict,
     linear_probe,
@@ -138,6 +139,26 @@ def test_linear_probe_digits_raw_pixels():
     assert result["test_acc"] > 0.9                                   # chance is 0.1
     again = linear_probe(x[train], y[train], x[test], y[test], epochs=100, seed=1)
     assert again == result                                            # deterministic
+
+
+def test_few_label_probe_fits_on_a_balanced_share_of_the_labels():
+    datasets = pytest.importorskip("sklearn.datasets")
+    digits = datasets.load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16          # (1797, 64)
+    y = torch.tensor(digits.target)
+    train, test = slice(0, 1200), slice(1200, None)
+    few = few_label_probe(x[train], y[train], x[test], y[test], 0.05, epochs=100)
+    assert few["n_labels"] == 60                                      # 5% of 1200: 6 of each digit
+    full = linear_probe(x[train], y[train], x[test], y[test], epochs=100)
+    assert 0.5 < few["test_acc"] < full["test_acc"]                   # fewer labels, lower but far above chance
+    assert few_label_probe(x[train], y[train], x[test], y[test], 0.05, epochs=100) == few     # deterministic
+    other = few_label_probe(x[train], y[train], x[test], y[test], 0.05, epochs=100, seed=2)
+    assert other["n_labels"] == 60 and other != few                   # another subset
+    assert few_label_probe(x[train], y[train], x[test], y[test], 1e-6)["n_labels"] == 10      # one per class
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\].*got 1.5"):
+        few_label_probe(x, y, x, y, 1.5)
+    with pytest.raises(ValueError, match="fraction must be > 0, got 0"):
+        few_label_probe(x, y, x, y, 0)
 
 
 def test_linear_probe_inside_no_grad_and_errors():

@@ -170,6 +170,14 @@ def test_circle_features(tmp_path):
     assert np.trapezoid(y, x) == pytest.approx(1.0, abs=0.01)
     with pytest.raises(ValueError, match=r"\(N, 2\) points or \(N,\) angles"):
         plots.circle_features({"bad": (np.zeros((5, 3)), np.zeros(5, dtype=int))})
+    rec = make_record("simclr", curves=False)
+    angles = np.linspace(0, 2 * math.pi, 40, endpoint=False)
+    rec.update(z_test=np.stack([np.cos(angles), np.sin(angles)], 1).tolist(), z_test_labels=[0, 1] * 20)
+    fig = plots.circle_features({"SimCLR": rec})                    # a record made with eval.save_z
+    assert caption(fig) == [f"source: budget cpu · {CPU}"]
+    assert len(visible_axes(fig)[1].lines) == 2
+    with pytest.raises(ValueError, match="record without 'z_test': run it with eval.save_z"):
+        plots.circle_features({"SimCLR": make_record()})
     with pytest.raises(ValueError, match="labels must have shape"):
         plots.circle_features({"bad": (np.zeros((5, 2)), np.zeros(4, dtype=int))})
 

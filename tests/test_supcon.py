@@ -108,3 +108,17 @@ def test_supcon_learns_on_real_data():
     assert r.history["loss"][-1] < r.history["loss"][0], r
     assert r.linear_after > r.linear_before + 0.015, r
     assert r.knn_after > r.knn_before + 0.03, r
+
+
+def test_supervised_feature_dim_classifies_unit_features():
+    torch.manual_seed(0)
+    method = Supervised(SmallCNN(in_channels=1, width=4), SupervisedConfig(feature_dim=2))
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    u = method.embed(x)
+    assert u.shape == (16, 2) and torch.allclose(u.norm(dim=1), torch.ones(16))
+    logits = method.classifier(u)
+    assert torch.allclose(method([x], labels=y)["loss"], F.cross_entropy(logits, y))
+    plain = Supervised(SmallCNN(in_channels=1, width=4))
+    assert plain.bottleneck is None and plain.embed(x).shape == (16, plain.encoder.out_dim)
+    with pytest.raises(ValueError, match="feature_dim must be an int >= 0.*got -2"):
+        Supervised(SmallCNN(in_channels=1, width=4), SupervisedConfig(feature_dim=-2))

@@ -73,10 +73,15 @@ class SupervisedConfig:
 
     label_smoothing: float = 0.0  # epsilon of label smoothing; 0 is plain cross-entropy
     num_classes: int = 10  # C, classes of the training labels (10 for Fashion-MNIST, CIFAR-10, digits)
+    feature_dim: int = 0  # > 0: classify unit-length features of this size (a linear map of h), e.g. 2 to plot them on the circle
 
 
 class Supervised(Method):
-    """Cross-entropy baseline: a linear classifier on h; ``forward`` -> ``{"loss", "acc"}`` (batch accuracy)."""
+    """Cross-entropy baseline: a linear classifier on h; ``forward`` -> ``{"loss", "acc"}`` (batch accuracy).
+
+    With ``feature_dim`` = d > 0 the classifier reads unit vectors u = W h / ||W h|| of size d
+    instead, the supervised encoder of Wang & Isola's (2020) circle figure when d = 2.
+    """
 
     name = "supervised"
     n_views = 1
@@ -88,14 +93,24 @@ class Supervised(Method):
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.config.label_smoothing!r}")
         if self.config.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.config.num_classes!r}")
-        self.classifier = nn.Linear(encoder.out_dim, self.config.num_classes)
+        if isinstance(self.config.feature_dim, bool) or not isinstance(self.config.feature_dim, int) \
+                or self.config.feature_dim < 0:
+            raise ValueError(f"feature_dim must be an int >= 0 (0: classify h itself), got {self.config.feature_dim!r}")
+        width = self.config.feature_dim or encoder.out_dim
+        self.bottleneck = nn.Linear(encoder.out_dim, width) if self.config.feature_dim else None
+        self.classifier = nn.Linear(width, self.config.num_classes)
 
     def forward(self, views: list[Tensor], index: Tensor | None = None,
                 labels: Tensor | None = None) -> dict[str, Tensor]:
         labels = _require_labels(labels, "Supervised")
         if len(views) != 1:
             raise ValueError(f"views must hold 1 augmented batch for Supervised, got {len(views)}")
-        logits = self.classifier(self.encoder(views[0])).float()     # (N, C)
+        logits = self.classifier(self.embed(views[0])).float()       # (N, C)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
         acc = (logits.detach().argmax(1) == labels).float().mean()   # stays on the device
         return {"loss": loss, "acc": acc}
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The features the classifier reads: h, or with ``feature_dim`` its unit-length linear map."""
+        h = self.encoder(x)
+        return h if self.bottleneck is None else F.normalize(self.bottleneck(h), dim=1)
