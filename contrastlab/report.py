@@ -79,16 +79,35 @@ def _short(commit: str | None) -> str:
     return sha[:7] + (f"-{state}" if state else "")
 
 
+def _few_label_columns(results) -> list[str]:
+    """The ``linear_acc_<p>pct`` metrics any of the records has, fewest labels first."""
+    found = {k for _, rec in results for k in rec["metrics"] if re.fullmatch(r"linear_acc_[\d.]+pct", k)}
+    return sorted(found, key=lambda k: float(k[len("linear_acc_"):-len("pct")]))
+
+
+def _training_minutes(record: dict) -> str:
+    seconds = record.get("curves", {}).get("time_s")
+    return f"{sum(seconds) / 60:.1f} min" if seconds else "–"
+
+
 def markdown_table(results: list[tuple[str, dict]]) -> str:
-    """One row per run: kNN and linear accuracy, the spread of z over epochs, wall time, device."""
-    rows = ["| run | kNN | linear | std of z, first → last epoch | wall time | device | commit |",
-            "| --- | ---: | ---: | --- | ---: | --- | --- |"]
+    """One row per run: kNN and linear accuracy (and the linear probe on a share of the labels
+    where a record has it), the spread of z over epochs, training time, device and commit.
+
+    The training time is the sum of the epochs' times, without evaluation, so that a record
+    whose evaluation was redone on a finished checkpoint still shows what training took."""
+    few = _few_label_columns(results)
+    head = ["run", "kNN", "linear", *(f"linear, {k[len('linear_acc_'):-len('pct')]}% labels" for k in few),
+            "std of z, first → last epoch", "training time", "device", "commit"]
+    align = ["---", "---:", "---:", *["---:"] * len(few), "---", "---:", "---", "---"]
+    rows = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     for spec, record in results:
         m, p = record["metrics"], record["provenance"]
-        minutes = p["wall_time_s"] / 60
-        rows.append(f"| `{spec}` | {m['knn_acc']:.4f} | {m['linear_acc']:.4f} | "
-                    f"{_spread(record.get('curves', {}).get('embed_std'))} | {minutes:.1f} min | "
-                    f"{p['device']} | {_short(p.get('commit'))} |")
+        cells = [f"`{spec}`", f"{m['knn_acc']:.4f}", f"{m['linear_acc']:.4f}",
+                 *(f"{m[k]:.4f}" if k in m else "–" for k in few),
+                 _spread(record.get("curves", {}).get("embed_std")), _training_minutes(record),
+                 p["device"], _short(p.get("commit"))]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

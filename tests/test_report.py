@@ -18,9 +18,10 @@ def test_parse_run_reads_values_as_json_where_it_can():
         report.parse_run(":train.epochs=2")
 
 
-def _record(knn, linear, embed_std, commit="0123456789abcdef-dirty"):
-    return {"metrics": {"knn_acc": knn, "linear_acc": linear}, "curves": {"embed_std": embed_std},
-            "provenance": {"wall_time_s": 90.0, "device": "cpu (x86_64, 2 threads)", "commit": commit}}
+def _record(knn, linear, embed_std, commit="0123456789abcdef-dirty", **few):
+    return {"metrics": {"knn_acc": knn, "linear_acc": linear, **few},
+            "curves": {"embed_std": embed_std, "time_s": [40.0, 50.0]},
+            "provenance": {"wall_time_s": 300.0, "device": "cpu (x86_64, 2 threads)", "commit": commit}}
 
 
 def test_markdown_table_has_a_row_per_run_with_its_numbers():
@@ -28,8 +29,16 @@ def test_markdown_table_has_a_row_per_run_with_its_numbers():
                                    ("byol:method.ema=false", _record(0.3, 0.4, [0.05, 0.0001], "fedcba9876"))])
     lines = table.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| run | kNN | linear")
-    assert "| `byol` | 0.8000 | 0.8500 | 0.0600 → 0.0500 | 1.5 min |" in lines[2]
+    assert "| `byol` | 0.8000 | 0.8500 | 0.0600 → 0.0500 | 1.5 min |" in lines[2]   # training time: the epochs, not the evaluation
     assert "0123456-dirty" in lines[2] and "0.0500 → 0.0001 " in lines[3] and "| fedcba9 |" in lines[3]
+
+
+def test_markdown_table_adds_the_few_label_columns_that_records_have():
+    table = report.markdown_table([("simclr", _record(0.8, 0.85, [0.06], linear_acc_10pct=0.7, linear_acc_1pct=0.6)),
+                                   ("moco", _record(0.8, 0.85, [0.06]))])
+    lines = table.splitlines()
+    assert lines[0].startswith("| run | kNN | linear | linear, 1% labels | linear, 10% labels | std of z")
+    assert "| 0.8500 | 0.6000 | 0.7000 | 0.0600 |" in lines[2] and "| 0.8500 | – | – | 0.0600 |" in lines[3]
 
 
 def test_write_block_replaces_only_between_its_markers(tmp_path):
