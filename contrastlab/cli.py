@@ -9,6 +9,10 @@ chapter's, its checkpoint lives in results/runs/<run>/ and an interrupted run re
 the same command is given again. Its options are generated from the config dataclasses
 (their field comments are the help text); only the options given on the command line
 override the budget's preset.
+
+On several processes, ``torchrun --nproc_per_node=N -m contrastlab train METHOD ...`` trains
+with DDP (`contrastlab.distributed`); ``--batch-size`` is then the global batch, split equally
+over the N processes, and rank 0 alone prints and writes the record and the checkpoint.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import sys
 import typing
 from pathlib import Path
 
-from . import experiments
+from . import distributed, experiments
 from .augment import AugmentConfig
 from .methods import METHODS
 from .train import TrainConfig
@@ -119,6 +123,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     cmp.add_argument("--into", metavar="FILE", help="also write the table into FILE between the markers "
                                                     "<!-- compare:BLOCK --> and <!-- /compare:BLOCK -->")
     cmp.add_argument("--block", default="methods", help="marker name used with --into (default methods)")
+    cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="common",
+                     help="an override for every run (repeatable), under each run's own, e.g. "
+                          "--set eval.label_fractions=[0.01,0.1] adds the 1%% and 10%% label probes")
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint: kNN and linear-probe accuracy on the test split")
     ev.add_argument("checkpoint", help="path to a checkpoint.pt written by train")
@@ -142,10 +149,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as e:
         raise SystemExit(f"error: {e.args[0] if e.args else e}") from None
     path = experiments.record_path(resolved, args.results)
-    print(f"{args.method} on {args.dataset}, budget {resolved['budget']}; record {path}")
+    if distributed.init_from_env():      # under torchrun: rank 0 fills the dataset cache first
+        with distributed.main_process_first():
+            experiments.load_data(resolved["dataset"], args.seed)
+    main = distributed.is_main()
+    if main:
+        world = distributed.world_size()
+        ranks = f"; {world} processes, {resolved['train']['batch_size'] // world} images each per step" \
+            if world > 1 else ""
+        print(f"{args.method} on {args.dataset}, budget {resolved['budget']}{ranks}; record {path}")
     record = experiments.run(config, cache_dir=args.results, force=args.force)
+    distributed.cleanup()
+    if not main:
+        return 0
     _print_metrics(record["metrics"])
-    ckpt = path.parent / "runs" / path.stem / "checkpoint.pt"
+    ckpt = experiments.run_dir(resolved, args.results) / "checkpoint.pt"
     if ckpt.exists():
         print(f"checkpoint: {ckpt}")
     return 0
@@ -155,13 +173,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from . import report
     runs = args.runs or list(report.DEFAULT_RUNS)
     try:
+        common = report.parse_run("all:" + ",".join(args.common))[1]
         results = report.compare(runs, dataset=args.dataset, budget=args.budget, seed=args.seed,
-                                 cache_dir=args.results, force=args.force)
+                                 cache_dir=args.results, force=args.force, common=common)
     except (KeyError, ValueError) as e:
         raise SystemExit(f"error: {e.args[0] if e.args else e}") from None
     budget = results[0][1]["config"]["budget"] if results else args.budget
     command = " ".join(["python -m contrastlab compare", *runs, f"--dataset {args.dataset}",
-                        f"--budget {budget}", *([f"--seed {args.seed}"] if args.seed else [])])
+                        f"--budget {budget}", *([f"--seed {args.seed}"] if args.seed else []),
+                        *(f"--set {item}" for item in args.common)])
     text = (f"{args.dataset}, budget `{budget}`, seed {args.seed}; test accuracy of h. "
             f"Regenerate with `{command}`.\n\n{report.markdown_table(results)}")
     print(text)

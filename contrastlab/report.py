@@ -48,20 +48,36 @@ def parse_run(spec: str) -> tuple[str, dict]:
 
 
 def compare(runs=DEFAULT_RUNS, *, dataset: str = "fashion-mnist", budget: str | None = None, seed: int = 0,
-            cache_dir=None, force: bool = False, progress: bool = True) -> list[tuple[str, dict]]:
+            cache_dir=None, force: bool = False, progress: bool = True,
+            common: dict | None = None) -> list[tuple[str, dict]]:
     """Run (or load) every spec of ``runs``; returns [(spec, record)] in the same order.
 
-    All configs are resolved first, so a misspelt method or override fails before any training.
+    ``common`` holds overrides for every run (a run's own win), e.g.
+    ``{"eval.label_fractions": [0.01, 0.1]}``; a key that a run's method lacks is skipped for it
+    (``method.temperature`` for the baselines, say). All configs are resolved first, so a
+    misspelt method or override fails before any training.
     """
-    configs = []
+    configs, used = [], set()
     for spec in runs:
         method, overrides = parse_run(spec)
+        shared = {k: v for k, v in (common or {}).items() if _has_key(method, dataset, k)}
+        used.update(shared)
         config = experiments.ExperimentConfig(method=method, dataset=dataset, budget=budget, seed=seed,
-                                              overrides=overrides)
+                                              overrides={**shared, **overrides})
         experiments.resolve(config)
         configs.append((spec, config))
+    unused = sorted(set(common or {}) - used)
+    if unused:
+        raise KeyError(f"common override {unused[0]!r} names no field of any run; "
+                       f"expected a dotted key such as 'eval.label_fractions'")
     return [(spec, experiments.run(config, cache_dir=cache_dir, force=force, progress=progress))
             for spec, config in configs]
+
+
+def _has_key(method: str, dataset: str, key: str) -> bool:
+    section, _, name = key.partition(".")
+    resolved = experiments.resolve(experiments.ExperimentConfig(method=method, dataset=dataset, budget="smoke"))
+    return name in resolved.get(section, {})
 
 
 def _spread(curve) -> str:

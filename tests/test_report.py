@@ -70,6 +70,11 @@ def test_compare_command_trains_each_run_then_reuses_the_cache(tmp_path, capsys)
     stamps = [p.stat().st_mtime_ns for p in records]
     assert main(argv) == 0                                    # second time: loaded, nothing retrained
     assert [p.stat().st_mtime_ns for p in records] == stamps
+    capsys.readouterr()
+    assert main([*argv, "--set", "eval.label_fractions=[0.5]"]) == 0   # evaluation only: no training
+    out = capsys.readouterr().out
+    assert "linear, 50% labels" in out and "--set eval.label_fractions=[0.5]" in out
+    assert len(list(tmp_path.glob("*.json"))) == 6 and [p.stat().st_mtime_ns for p in records] == stamps
 
 
 def test_compare_checks_every_spec_before_training(tmp_path):
@@ -77,3 +82,15 @@ def test_compare_checks_every_spec_before_training(tmp_path):
         main(["compare", "simclr", "simclr:method.temprature=0.1", "--budget", "smoke",
               "--results", str(tmp_path)])
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_common_overrides_apply_where_a_run_has_the_field(tmp_path):
+    runs = report.compare(["raw_pixels", "simclr:train.epochs=1"], dataset="digits", budget="smoke",
+                          cache_dir=tmp_path, progress=False,
+                          common={**report.parse_run("x:" + TINY)[1], "method.temperature": 0.3,
+                                  "eval.label_fractions": [0.5]})
+    raw, simclr = runs[0][1], runs[1][1]
+    assert simclr["config"]["method"]["temperature"] == 0.3 and "temperature" not in raw["config"]["method"]
+    assert "linear_acc_50pct" in raw["metrics"] and "linear_acc_50pct" in simclr["metrics"]
+    with pytest.raises(KeyError, match="common override 'method.temprature' names no field of any run"):
+        report.compare(["simclr"], budget="smoke", cache_dir=tmp_path, common={"method.temprature": 0.3})
