@@ -1,9 +1,13 @@
 # contrastlab: common tasks. Run `make help` for the list.
 #
-#   make setup        install the requirements and make Fashion-MNIST available
+#   make setup        install the requirements, Fashion-MNIST and MathJax (the book's offline maths)
 #   make test         run the test suite (the notebooks included, under the smoke budget)
 #   make book         build the book, executing every chapter
 #   make book-smoke   the same build with the seconds-long smoke budget
+#   make test-book    open the built book in headless Chromium and check every page
+#   make records CHAPTER=05   recompute every record chapter 05 uses
+#
+# CI (.ci/run) runs `make test`, `make book-smoke`, `make test-book`, in that order.
 #
 # PYTHON selects the interpreter, e.g. `make test PYTHON=.venv/bin/python`.
 
@@ -12,6 +16,8 @@ PYTHON ?= python3
 # kernel found) in the same environment that `make setup` installed into.
 JUPYTER_BOOK ?= $(PYTHON) -c "import sys; from jupyter_book.cli.main import main; sys.exit(main())"
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+MATHJAX_DIR ?= /usr/share/javascript/mathjax
+CHROMIUM ?= /usr/bin/chromium
 # -W: warnings are errors; -n: nitpicky, report every broken reference;
 # --keep-going: report all warnings before failing; --all: re-read (and so re-execute)
 # every page, since Sphinx cannot see that CONTRASTLAB_BUDGET or a cached record changed.
@@ -21,33 +27,45 @@ BOOK_FLAGS ?= -W -n --keep-going --all
 SETUP_STAMP := _build/.setup-stamp-$(subst /,_,$(PYTHON))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test book book-smoke strip clean
+.PHONY: help setup data mathjax chromium test book book-smoke test-book records strip clean
 
 ## help: list the targets with their description
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## //' | awk '{i = index($$0, ": "); printf "  %-12s %s\n", substr($$0, 1, i - 1), substr($$0, i + 2)}'
 
-## setup: install requirements.txt (contrastlab editable) and the Fashion-MNIST data
-setup: $(SETUP_STAMP) data
+## setup: install requirements.txt (contrastlab editable), the Fashion-MNIST data and MathJax
+setup: $(SETUP_STAMP) data mathjax
 
 $(SETUP_STAMP): requirements.txt pyproject.toml
 	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -q -r requirements.txt
 	@mkdir -p $(dir $@) && touch $@
 
-## data: install Fashion-MNIST from the Debian package when possible (part of setup)
-data:
-	@if [ -d "$(FMNIST_DIR)" ]; then \
+# $(call apt_package,PATH,PACKAGE,WHAT,NOTE): when PATH is missing, install the Debian package
+# PACKAGE if apt-get can be run (as root), else print NOTE. Nothing happens when PATH exists.
+apt_package = @if [ -e "$(1)" ]; then \
 		: ; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "Installing Fashion-MNIST into $(FMNIST_DIR) (Debian package dataset-fashion-mnist)"; \
-		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+		echo "Installing $(3) (Debian package $(2))"; \
+		apt-get update -qq && apt-get install -y -qq $(2); \
 	else \
-		echo "note: $(FMNIST_DIR) not found; contrastlab will download Fashion-MNIST through torchvision when online"; \
+		echo "note: $(1) not found; $(4)"; \
 	fi
 
-## test: setup, then run the test suite
+## data: install Fashion-MNIST from the Debian package when possible (part of setup)
+data:
+	$(call apt_package,$(FMNIST_DIR),dataset-fashion-mnist,Fashion-MNIST into $(FMNIST_DIR),contrastlab will download Fashion-MNIST through torchvision when online)
+
+## mathjax: install MathJax 2 from the Debian package libjs-mathjax when possible (part of setup)
+mathjax:
+	$(call apt_package,$(MATHJAX_DIR)/MathJax.js,libjs-mathjax,MathJax for maths that renders offline,the built book will load MathJax from its CDN (a reader needs a network to see the maths))
+
+## chromium: install Chromium from the Debian package when possible (for test-book)
+chromium:
+	$(call apt_package,$(CHROMIUM),chromium,Chromium for the browser test of the book,test-book will be skipped (install chromium or set CONTRASTLAB_CHROMIUM))
+
+## test: setup, then run the test suite (all but the browser test of the built book: see test-book)
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not browser"
 
 ## book: setup, then build the book with every chapter executed (budget: gpu with CUDA, else cpu)
 book: setup
@@ -58,6 +76,15 @@ book: setup
 book-smoke: setup
 	CONTRASTLAB_BUDGET=smoke $(JUPYTER_BOOK) build . $(BOOK_FLAGS)
 	@echo "Book: file://$(CURDIR)/_build/html/index.html"
+
+## test-book: check the built book in headless Chromium (builds it at the smoke budget if missing or stale); screenshots in _build/screenshots
+test-book: setup chromium
+	$(PYTHON) -m pytest -q -m browser tests/test_book_browser.py
+
+## records: recompute every record of one chapter, e.g. `make records CHAPTER=05` (budget: gpu with CUDA, else cpu)
+records: setup
+	@test -n "$(CHAPTER)" || { echo "usage: make records CHAPTER=05"; exit 2; }
+	$(PYTHON) -m contrastlab.book records $(CHAPTER)
 
 ## strip: remove outputs and execution counts from notebooks/*.ipynb (do this before committing)
 strip:

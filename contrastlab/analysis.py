@@ -285,8 +285,8 @@ def negative_gradient_weights(negatives, positives, temperature: float, *, loss:
         \frac{\partial \ell}{\partial s_j} = \frac{1}{\tau}
             \frac{e^{s_j/\tau}}{\sum_p e^{s_p/\tau} + \sum_k e^{s_k/\tau}} = \frac{P_j}{\tau},
 
-    where P_j is the anchor's softmax probability of negative j. (In L_out the 1/|P| average
-    over positives multiplies |P| equal terms; in L_in the negatives only enter log Z.) The
+    where P_j is the anchor's softmax probability of negative j. (In L_out the ``1/|P|`` average
+    over positives multiplies ``|P|`` equal terms; in L_in the negatives only enter log Z.) The
     positives differ: with one positive, :math:`\partial \ell / \partial s_+ = -\sum_j P_j / \tau`.
 
     With ``wrt="projection"`` the weight is instead the norm of negative j's share of

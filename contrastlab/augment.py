@@ -173,7 +173,7 @@ def random_resized_crop(x: Tensor, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
         x: (N, C, H, W) float images. size: int or (height, width) of the output.
         scale, ratio: as in :func:`sample_crop_boxes`.
     Returns:
-        (N, C, *size) tensor.
+        ``(N, C, *size)`` tensor.
     """
     _check_image(x)
     out_size = _pair("size", size)

@@ -4,7 +4,7 @@ Every dataset the book uses fits in memory as uint8 (CIFAR-10 is 150 MB), so a d
 is just two tensors: ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64 ``(N,)``. They are
 moved to the GPU once; :class:`IndexBatches` then hands out shuffled index batches and the
 training loop gathers ``images[idx]`` itself. There is no DataLoader and no worker pool, so
-the two CPU cores of a Colab machine never become the bottleneck.
+the two CPU cores of a Colab machine never become the bottleneck::
 
     images, labels = load_dataset("fashion-mnist", "train")      # (60000, 1, 28, 28) uint8
     images = images.to(device)
@@ -107,8 +107,9 @@ def load_dataset(name: str, split: str = "train", *, root=None,
 
     Returns:
         images: uint8 ``(N, C, H, W)``, values 0..255; ``(N, C, 1, L)`` for the sequence
-            dataset "waveforms".
+        dataset "waveforms";
         labels: int64 ``(N,)``, values 0..C-1; -1 for stl10's "unlabeled" split.
+
         Both are fresh copies: modifying them does not affect later calls.
 
     Raises:
@@ -273,7 +274,7 @@ def make_waveforms(n: int, seed: int, length: int = 256,
     The class is recoverable from the signal (the power spectrum tells the period and, by its
     harmonics, the shape), but hardly from the raw samples compared position by position, as
     the random phase shifts the signal: on the test split a kNN (k = 200) fitted on the train
-    split scores 0.99 on |FFT| of the samples, 0.51 on the raw samples (chance: 0.125).
+    split scores 0.99 on ``|FFT|`` of the samples, 0.51 on the raw samples (chance: 0.125).
 
     Returns:
         signals: uint8 (n, 1, 1, length); labels: int64 (n,), 0..7 as in

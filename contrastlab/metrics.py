@@ -402,4 +402,4 @@ def effective_rank(x: Tensor) -> Tensor:
 
 
 __all__ = ["alignment", "effective_rank", "extract_features", "feature_std", "knn_accuracy", "knn_predict",
-           "linear_probe", "uniformity"]
+           "few_label_probe", "linear_probe", "uniformity"]

@@ -31,7 +31,7 @@ class MultiCropAugment(torch.nn.Module):
     """2 large views at ``config.size`` + ``n_small`` small views at ``small_size``, SwAV's multi-crop.
 
     Args:
-        config: the large views' :class:`AugmentConfig` (colour, flip, ... apply to both groups).
+        config: the large views' :class:`~contrastlab.augment.AugmentConfig` (colour, flip, ... apply to both groups).
         n_small: number of small views per image, >= 0 (the paper: 6 on ImageNet).
         small_size: side of the small views in pixels; default ``round(4 * config.size / 7)``.
         large_scale: crop area range of the large views, replacing ``config.crop_scale``

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 CHAPTERS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 # Folders that hold no notebooks of ours (environments, build output, caches).
-SKIP_DIRS = {"_build", ".git", ".venv", "venv", "node_modules", ".ipynb_checkpoints", "runs", "data"}
+SKIP_DIRS = {"_build", ".git", ".venv", "venv", "node_modules", ".ipynb_checkpoints", "runs", "data",
+             "exercises"}   # course notebooks: tested by tests/test_exercises.py, not built into the book
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # IPython colours its tracebacks
 CELL_TIMEOUT_S = 900  # per cell; the smoke budget needs seconds, a cold kernel and imports more
 

@@ -1,0 +1,386 @@
+"""The book's side of contrastlab: the setup cell of every chapter, and the helpers chapters share.
+
+Every chapter opens with the same two statements (the ``%pip`` line runs only where contrastlab
+is not installed yet, e.g. on Colab)::
+
+    try:
+        import contrastlab
+    except ImportError:
+        %pip install -q "contrastlab @ git+https://github.com/contrastlab/contrastlab"
+    from contrastlab import book
+    ch = book.setup(chapter="01")
+
+`setup` picks the device, the budget and the dataset, and returns a `Chapter` whose ``run``
+calls `contrastlab.experiments.run` with the chapter's record cache: the published records in
+the repository's ``results/`` folder in a checkout; on Colab, the same records fetched from
+GitHub, unless the reader asks to recompute them (``setup(..., recompute=True)``).
+
+Commands (from a checkout)::
+
+    python -m contrastlab.book records 05     # recompute every record chapter 05 uses
+    python -m contrastlab.book new 07_swav    # start notebooks/07_swav.ipynb from the template
+
+Environment: ``CONTRASTLAB_RECOMPUTE=1`` makes `setup` default to ``recompute=True``;
+``CONTRASTLAB_BUDGET`` and ``CONTRASTLAB_DATASET`` choose the budget and the dataset.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import __version__, experiments
+from ._validate import check_choice
+from .data import DATASETS
+from .train import resolve_device
+
+# The repository, in one place (_config.yml's repository.url says the same; tests/test_book.py checks).
+REPO_URL = "https://github.com/contrastlab/contrastlab"
+BRANCH = "main"
+INSTALL_SPEC = f"contrastlab @ git+{REPO_URL}"
+RECORDS_URL = f"{REPO_URL.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/results"
+PUBLISHED_BUDGET = "cpu"           # the budget of the records committed to results/
+GPU_DATASETS = ("cifar10",)        # offered to readers who have a GPU and a network
+RECOMPUTE_ENV, DATASET_ENV = "CONTRASTLAB_RECOMPUTE", "CONTRASTLAB_DATASET"
+CHECKOUT = Path(__file__).resolve().parents[1]   # the repository root, in a source checkout
+TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
+
+__all__ = ["REPO_URL", "Chapter", "Source", "Table", "in_colab", "paper_vs_ours", "setup", "show_source"]
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _chapter_id(chapter: str | int) -> str:
+    if isinstance(chapter, int):
+        chapter = f"{chapter:02d}"
+    if not re.fullmatch(r"\d{2}", str(chapter)):
+        raise ValueError(f"chapter must be a two-digit number such as '05', got {chapter!r}")
+    return str(chapter)
+
+
+# ---------------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Chapter:
+    """What a chapter runs with; made by `setup`."""
+
+    chapter: str            # two digits, the prefix of the notebook's file name
+    device: str             # where training runs: 'cuda', 'mps' or 'cpu'
+    budget: str             # 'smoke', 'cpu' or 'gpu' (see contrastlab.experiments.PRESETS)
+    dataset: str            # the default dataset of `run`
+    recompute: bool         # train again even where a record exists
+    fetch: bool             # download missing published records from the repository
+    cache_dir: Path         # where records are read and written
+    used: list[str] = field(default_factory=list, repr=False)   # file names of the records run returned
+
+    def config(self, method: str, *, dataset: str | None = None, seed: int = 0,
+               overrides: dict | None = None) -> experiments.ExperimentConfig:
+        """The `ExperimentConfig` of ``method`` under this chapter's budget and dataset."""
+        return experiments.ExperimentConfig(method=method, dataset=dataset or self.dataset,
+                                            budget=self.budget, seed=seed, overrides=dict(overrides or {}))
+
+    def run(self, method: str | experiments.ExperimentConfig, *, dataset: str | None = None,
+            seed: int = 0, overrides: dict | None = None, progress: bool = True) -> dict:
+        """`contrastlab.experiments.run` with this chapter's cache, budget and dataset.
+
+        Args:
+            method: a method name (see ``contrastlab.METHODS``), 'raw_pixels', 'random_init', or a
+                complete `ExperimentConfig` (its budget, when None, becomes the chapter's).
+            dataset: overrides the chapter's dataset.
+            seed: the experiment's seed.
+            overrides: dotted keys of the resolved configuration, e.g. ``{"method.temperature": 0.1}``.
+            progress: show the training progress bar.
+
+        Returns:
+            The result record (``config``, ``metrics``, ``curves``, ``provenance``). With
+            ``recompute`` each record is trained again once per session; later calls reuse it.
+        """
+        if isinstance(method, experiments.ExperimentConfig):
+            config = method if method.budget else replace(method, budget=self.budget)
+        else:
+            config = self.config(method, dataset=dataset, seed=seed, overrides=overrides)
+        path = experiments.record_path(experiments.resolve(config), self.cache_dir)
+        force = self.recompute and path.name not in self.used
+        if not path.exists() and not self.recompute and self.fetch:
+            fetch_record(path.name, path.parent)
+        record = experiments.run(config, cache_dir=self.cache_dir, force=force, progress=progress)
+        if path.name not in self.used:
+            self.used.append(path.name)
+        return record
+
+    def summary(self) -> str:
+        """One paragraph on what this chapter runs with, and how to change it."""
+        lines = [f"contrastlab {__version__}, chapter {self.chapter}: device {self.device}, "
+                 f"budget {self.budget!r}, dataset {self.dataset!r}."]
+        if self.recompute:
+            lines.append("Records: recomputed here (this takes the budget's full training time).")
+        elif self.fetch:
+            lines.append(f"Records: the published ones (budget {PUBLISHED_BUDGET!r}) from {RECORDS_URL}; "
+                         "setup(..., recompute=True) trains them here instead.")
+        else:
+            lines.append(f"Records: read from {self.cache_dir} when present, computed otherwise.")
+        if self.device == "cuda" and self.dataset not in GPU_DATASETS:
+            lines.append("You have a GPU: setup(..., dataset='cifar10', recompute=True) trains on CIFAR-10 "
+                         "(downloaded by torchvision, 170 MB).")
+        return "\n".join(lines)
+
+
+def setup(chapter: str | int, recompute: bool | None = None, *, budget: str | None = None,
+          dataset: str | None = None, fetch: bool | None = None, quiet: bool = False) -> Chapter:
+    """The first cell of every chapter: choose the device, budget, dataset and record source.
+
+    Args:
+        chapter: the chapter's two-digit number, e.g. "05" (or 5).
+        recompute: train every experiment again instead of reusing records. None: True when
+            $CONTRASTLAB_RECOMPUTE is set to 1 (``python -m contrastlab.book records`` does that).
+        budget: 'smoke', 'cpu' or 'gpu'. None: $CONTRASTLAB_BUDGET if set; on Colab, when
+            reusing records, the budget they were published at ('cpu'); otherwise 'gpu' with
+            CUDA, else 'cpu' (`contrastlab.experiments.default_budget`).
+        dataset: None: $CONTRASTLAB_DATASET if set, else 'fashion-mnist' (the published records);
+            with a GPU and a network, 'cifar10' is the larger alternative.
+        fetch: download records missing from the cache from the repository. None: on Colab only,
+            so that no local build or test touches the network.
+        quiet: do not print the summary.
+
+    Returns:
+        A `Chapter`; use its ``run`` in place of `contrastlab.experiments.run`.
+    """
+    chapter = _chapter_id(chapter)
+    recompute = _env_flag(RECOMPUTE_ENV) if recompute is None else bool(recompute)
+    colab = in_colab()
+    if budget is None:
+        budget = os.environ.get("CONTRASTLAB_BUDGET") or (
+            PUBLISHED_BUDGET if colab and not recompute else experiments.default_budget())
+    check_choice("budget", budget, experiments.BUDGETS)
+    dataset = dataset or os.environ.get(DATASET_ENV) or "fashion-mnist"
+    check_choice("dataset", dataset, DATASETS)
+    ch = Chapter(chapter=chapter, device=resolve_device("auto").type, budget=budget, dataset=dataset,
+                 recompute=recompute, fetch=colab if fetch is None else bool(fetch),
+                 cache_dir=experiments.default_cache_dir())
+    if not quiet:
+        print(ch.summary())
+    return ch
+
+
+def fetch_record(name: str, cache_dir: str | Path, *, timeout: float = 30.0) -> bool:
+    """Download the published record ``name`` into ``cache_dir``; False when it is not published.
+
+    A missing network is not an error either (a warning is printed): the caller computes instead.
+    """
+    url = f"{RECORDS_URL}/{name}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:   # noqa: S310 (a fixed https URL)
+            record = json.loads(response.read().decode())
+    except urllib.error.HTTPError as err:
+        if err.code != 404:
+            print(f"could not fetch {url}: {err}; computing it instead", file=sys.stderr)
+        return False
+    except (urllib.error.URLError, TimeoutError, ValueError) as err:
+        print(f"could not fetch {url}: {err}; computing it instead", file=sys.stderr)
+        return False
+    path = Path(cache_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return True
+
+
+# -------------------------------------------------------------------------------- display helpers
+
+
+class Source:
+    """Source code that displays as a highlighted block in a notebook and as text elsewhere."""
+
+    def __init__(self, code: str, where: str = ""):
+        self.code, self.where = code, where
+
+    def __str__(self) -> str:
+        return self.code
+
+    def __repr__(self) -> str:
+        return (f"# {self.where}\n" if self.where else "") + self.code
+
+    def _repr_markdown_(self) -> str:
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", self.code)), default=0))
+        caption = f"`{self.where}`\n\n" if self.where else ""
+        return f"{caption}{fence}python\n{self.code.rstrip()}\n{fence}\n"
+
+
+def show_source(obj) -> Source:
+    """The source of a contrastlab function, class or method, to display in a chapter.
+
+    Chapters show the library's code this way instead of redefining it in cells, so what the
+    reader sees is what runs. The block is headed by the file and line it comes from.
+    """
+    code = inspect.getsource(obj)
+    try:
+        path = Path(inspect.getsourcefile(obj)).resolve()
+        line = inspect.getsourcelines(obj)[1]
+        where = f"{path.relative_to(Path(__file__).resolve().parent.parent).as_posix()}, line {line}"
+    except (TypeError, ValueError, OSError):
+        where = ""
+    return Source(inspect.cleandoc(code) if code.startswith((" ", "\t")) else code, where)
+
+
+class Table:
+    """A Markdown table that a notebook displays as a table; ``str(table)`` is the Markdown."""
+
+    def __init__(self, markdown: str):
+        self.markdown = markdown
+
+    def __str__(self) -> str:
+        return self.markdown
+
+    __repr__ = __str__
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown
+
+
+def _format(value, metric: str = "") -> str:
+    if isinstance(value, float):
+        return f"{value:.1%}" if "acc" in metric and 0.0 <= value <= 1.0 else f"{value:.4g}"
+    return str(value)
+
+
+def provenance_note(record: dict) -> str:
+    """Budget, dataset, encoder, device, commit and date of a record, in one line."""
+    prov, config = record.get("provenance", {}), record.get("config", {})
+    parts = [f"budget `{prov.get('budget', config.get('budget', '?'))}`"]
+    if "dataset" in config:
+        parts.append(config["dataset"]["name"])
+    if "encoder" in config:
+        parts.append(config["encoder"]["name"])
+    parts.append(prov.get("device", "unknown device"))
+    commit = prov.get("commit") or "unknown"
+    parts.append(f"commit `{commit[:7] + commit[40:] if len(commit) >= 40 else commit}`")
+    if prov.get("date"):
+        parts.append(prov["date"][:10])
+    return ", ".join(parts)
+
+
+def paper_vs_ours(rows: list[dict], *, caption: str | None = None) -> Table:
+    """The "paper vs this book" table that closes a chapter's experiment.
+
+    Args:
+        rows: one dict per quantity, with keys
+            ``quantity`` (what is measured, e.g. "linear probe accuracy"),
+            ``paper`` (the number as the paper prints it, with its setting, e.g.
+            "69.3% (ImageNet, ResNet-50)"), ``cite`` (optional bibtex key of the paper),
+            ``record`` (our result record) and ``metric`` (a key of its ``metrics``), or
+            ``ours`` (our number, already formatted) with the ``record`` it comes from.
+        caption: replaces the default caption.
+
+    Returns:
+        A `Table`; its Markdown labels the paper's numbers as the paper's, and gives ours
+        with the budget, dataset, encoder, device and commit of the record that produced them.
+    """
+    lines = ["| quantity | the paper's number | this book's number | this book's run |",
+             "| :-- | :-- | --: | :-- |"]
+    for i, row in enumerate(rows):
+        missing = [k for k in ("quantity", "paper", "record") if k not in row]
+        if missing or ("metric" not in row and "ours" not in row):
+            raise ValueError(f"rows[{i}] needs quantity, paper, record and metric (or ours); "
+                             f"got keys {sorted(row)}")
+        record = row["record"]
+        ours = row["ours"] if "ours" in row else _format(record["metrics"][row["metric"]], row["metric"])
+        paper = row["paper"] + (f" {{cite}}`{row['cite']}`" if row.get("cite") else "")
+        lines.append(f"| {row['quantity']} | {paper} | {ours} | {provenance_note(record)} |")
+    caption = caption or ("The paper's numbers are quoted as the paper reports them, for its own data, "
+                          "encoder and compute; this book's numbers come from the records described in the "
+                          "last column. The columns sit side by side, they do not measure the same thing.")
+    return Table("\n".join(lines) + "\n\n" + caption + "\n")
+
+
+# -------------------------------------------------------------------------------------- commands
+
+
+def chapter_notebook(chapter: str | int, root: Path = CHECKOUT) -> Path:
+    """notebooks/<chapter>_*.ipynb of a checkout."""
+    chapter = _chapter_id(chapter)
+    found = sorted((root / "notebooks").glob(f"{chapter}_*.ipynb"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one notebook notebooks/{chapter}_*.ipynb under {root}, "
+                                f"found {[p.name for p in found]}")
+    return found[0]
+
+
+def regenerate_records(chapter: str | int, *, root: Path = CHECKOUT, timeout: int | None = None) -> list[Path]:
+    """Execute the chapter's notebook with CONTRASTLAB_RECOMPUTE=1; returns the records written."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = chapter_notebook(chapter, root)
+    cache = experiments.default_cache_dir()
+    start = time.time()
+    nb = nbformat.read(path, as_version=4)
+    before = os.environ.get(RECOMPUTE_ENV)
+    os.environ[RECOMPUTE_ENV] = "1"   # the kernel inherits it; setup() then recomputes every record
+    try:
+        NotebookClient(nb, kernel_name="python3", timeout=timeout,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        if before is None:
+            del os.environ[RECOMPUTE_ENV]
+        else:
+            os.environ[RECOMPUTE_ENV] = before
+    return sorted(p for p in cache.glob("*.json") if p.stat().st_mtime >= start)
+
+
+def new_chapter(name: str, *, root: Path = CHECKOUT, template: Path = TEMPLATE) -> Path:
+    """Create notebooks/<name>.ipynb (name like '07_swav') from the chapter template."""
+    import nbformat
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    if not re.fullmatch(r"\d{2}_[a-z0-9_]+", name):
+        raise ValueError(f"name must look like '07_swav' (two digits, underscore, lowercase slug), got {name!r}")
+    out = root / "notebooks" / f"{name}.ipynb"
+    if out.exists():
+        raise FileExistsError(f"{out} exists already")
+    text = template.read_text().replace('chapter="NN"', f'chapter="{name[:2]}"')
+    text = re.sub(r"<!--.*?-->\s*", "", text, count=1, flags=re.S)   # the note to authors
+    nb = read_myst_markdown_notebook(text)
+    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                   "language_info": {"name": "python"}}
+    nbformat.validate(nb)
+    nbformat.write(nb, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m contrastlab.book", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    records = sub.add_parser("records", help="recompute every record one chapter uses")
+    records.add_argument("chapter", help="two-digit chapter number, e.g. 05")
+    new = sub.add_parser("new", help="create notebooks/NN_slug.ipynb from book/templates/chapter.md")
+    new.add_argument("name", help="file name without .ipynb, e.g. 07_swav")
+    args = parser.parse_args(argv)
+    if args.command == "records":
+        written = regenerate_records(args.chapter)
+        print(f"chapter {args.chapter}: {len(written)} record(s) written")
+        for path in written:
+            print(f"  {path}")
+    else:
+        print(f"created {new_chapter(args.name)}; add it to _toc.yml")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""contrastlab.book: the chapters' setup cell, record cache and fetching, display helpers, commands."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import urllib.error
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from contrastlab import book, experiments, losses
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("CONTRASTLAB_BUDGET", "CONTRASTLAB_DATASET", "CONTRASTLAB_RECOMPUTE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CONTRASTLAB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    return tmp_path / "results"
+
+
+def _fake_colab(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
+
+
+# ------------------------------------------------------------------------------ one repository URL
+
+
+def test_repository_url_is_the_same_in_config_and_library():
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["repository"]["url"] == book.REPO_URL
+    assert book.INSTALL_SPEC == f"contrastlab @ git+{book.REPO_URL}"
+
+
+@pytest.mark.parametrize("path", [*CHAPTERS, book.TEMPLATE], ids=lambda p: p.name)
+def test_every_chapter_opens_with_the_setup_cell(path):
+    if path.suffix == ".md":
+        from myst_nb.core.read import read_myst_markdown_notebook
+        nb = read_myst_markdown_notebook(path.read_text())
+        number = "NN"
+    else:
+        nb = nbformat.read(path, as_version=4)
+        number = path.name[:2]
+    first = next(cell for cell in nb.cells if cell.cell_type == "code").source
+    assert "import contrastlab\nexcept ImportError:" in first, first
+    assert f'%pip install -q "{book.INSTALL_SPEC}"' in first, first
+    assert f'book.setup(chapter="{number}"' in first, first
+
+
+# --------------------------------------------------------------------------------------- setup
+
+
+def test_setup_outside_colab_uses_the_default_budget_and_the_local_cache(clean_env, capsys):
+    ch = book.setup(chapter=3)
+    assert ch.chapter == "03"
+    assert ch.budget == experiments.default_budget()
+    assert ch.dataset == "fashion-mnist"
+    assert not ch.recompute and not ch.fetch
+    assert ch.cache_dir == clean_env
+    assert "chapter 03" in capsys.readouterr().out
+
+
+def test_setup_reads_the_environment(clean_env, monkeypatch):
+    monkeypatch.setenv("CONTRASTLAB_BUDGET", "smoke")
+    monkeypatch.setenv("CONTRASTLAB_DATASET", "digits")
+    monkeypatch.setenv("CONTRASTLAB_RECOMPUTE", "1")
+    ch = book.setup(chapter="05", quiet=True)
+    assert (ch.budget, ch.dataset, ch.recompute) == ("smoke", "digits", True)
+    assert book.setup(chapter="05", recompute=False, quiet=True).recompute is False
+
+
+def test_setup_on_colab_reuses_the_published_records_unless_asked_to_recompute(clean_env, monkeypatch):
+    _fake_colab(monkeypatch)
+    ch = book.setup(chapter="01", quiet=True)
+    assert ch.fetch and not ch.recompute
+    assert ch.budget == book.PUBLISHED_BUDGET
+    again = book.setup(chapter="01", recompute=True, quiet=True)
+    assert again.recompute and again.budget == experiments.default_budget()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"chapter": "5"}, "two-digit"), ({"chapter": "01", "budget": "huge"}, "budget"),
+                                             ({"chapter": "01", "dataset": "imagenet"}, "dataset")])
+def test_setup_rejects_bad_arguments(clean_env, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        book.setup(quiet=True, **kwargs)
+
+
+def test_summary_offers_cifar10_on_a_gpu(clean_env):
+    ch = book.setup(chapter="01", quiet=True)
+    ch.device = "cuda"
+    assert "cifar10" in ch.summary()
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def _fake_run(calls):
+    def run(config, *, cache_dir=None, force=False, progress=True):
+        calls.append((config, Path(cache_dir), force))
+        return {"metrics": {"knn_acc": 0.5}}
+    return run
+
+
+def test_run_fills_in_the_chapter_budget_dataset_and_cache(clean_env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(experiments, "run", _fake_run(calls))
+    ch = book.setup(chapter="01", budget="smoke", dataset="digits", quiet=True)
+    ch.run("simclr", overrides={"method.temperature": 0.1}, seed=2)
+    config, cache_dir, force = calls[0]
+    assert (config.method, config.dataset, config.budget, config.seed) == ("simclr", "digits", "smoke", 2)
+    assert config.overrides == {"method.temperature": 0.1}
+    assert cache_dir == clean_env and force is False
+    ch.run(experiments.ExperimentConfig(method="raw_pixels", dataset="digits"))
+    assert calls[1][0].budget == "smoke"
+    assert len(ch.used) == 2 and all(name.endswith(".json") for name in ch.used)
+
+
+def test_recompute_forces_each_record_once_per_session(clean_env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(experiments, "run", _fake_run(calls))
+    ch = book.setup(chapter="01", budget="smoke", recompute=True, quiet=True)
+    ch.run("simclr")
+    ch.run("simclr")
+    ch.run("raw_pixels")
+    assert [force for _, _, force in calls] == [True, False, True]
+
+
+class _Response(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_run_on_colab_fetches_the_published_record_instead_of_training(clean_env, monkeypatch):
+    _fake_colab(monkeypatch)
+    ch = book.setup(chapter="01", budget="smoke", dataset="digits", quiet=True)
+    config = ch.config("raw_pixels")
+    name = experiments.record_path(experiments.resolve(config)).name
+    published = {"config": experiments.resolve(config), "metrics": {"knn_acc": 0.9, "linear_acc": 0.95},
+                 "curves": {}, "provenance": {"budget": "smoke", "commit": "abc"}}
+    urls = []
+
+    def urlopen(url, timeout):
+        urls.append(url)
+        return _Response(json.dumps(published).encode())
+
+    monkeypatch.setattr(book.urllib.request, "urlopen", urlopen)
+    record = ch.run("raw_pixels")
+    assert urls == [f"{book.RECORDS_URL}/{name}"]
+    assert record["metrics"] == published["metrics"]
+    assert (clean_env / name).exists()
+
+
+@pytest.mark.parametrize("error", [urllib.error.HTTPError("u", 404, "Not Found", {}, None),
+                                   urllib.error.URLError("offline")])
+def test_fetch_record_returns_false_when_it_cannot(tmp_path, monkeypatch, error):
+    def urlopen(url, timeout):
+        raise error
+
+    monkeypatch.setattr(book.urllib.request, "urlopen", urlopen)
+    assert book.fetch_record("x.json", tmp_path) is False
+    assert not (tmp_path / "x.json").exists()
+
+
+# ------------------------------------------------------------------------------------- display
+
+
+def test_show_source_shows_the_library_code_with_its_place():
+    source = book.show_source(losses.nt_xent)
+    markdown = source._repr_markdown_()
+    assert "def nt_xent(" in markdown and "```python" in markdown
+    assert "contrastlab/losses.py, line" in markdown
+    assert str(source).startswith("def nt_xent(")
+
+
+def test_show_source_fence_outlasts_backticks_in_the_code():
+    markdown = book.Source("x = '```'\n")._repr_markdown_()
+    assert markdown.startswith("````python")
+
+
+RECORD = {"config": {"budget": "cpu", "dataset": {"name": "fashion-mnist"}, "encoder": {"name": "small_cnn"}},
+          "metrics": {"linear_acc": 0.8537, "loss": 3.21234},
+          "provenance": {"budget": "cpu", "device": "cpu (x86_64, 2 threads)",
+                         "commit": "e2292bf0123456789012345678901234567890ab", "date": "2025-05-01T10:00:00+00:00"}}
+
+
+def test_paper_vs_ours_labels_the_sources_and_the_provenance():
+    table = book.paper_vs_ours([
+        {"quantity": "linear accuracy", "paper": "69.3% (ImageNet, ResNet-50)", "cite": "chen2020simple",
+         "record": RECORD, "metric": "linear_acc"},
+        {"quantity": "final loss", "paper": "n/a", "record": RECORD, "metric": "loss"},
+        {"quantity": "epochs", "paper": "1000", "record": RECORD, "ours": "5"},
+    ])
+    text = str(table)
+    assert table._repr_markdown_() == text
+    header, rows = text.splitlines()[0], text.splitlines()[2:5]
+    assert "the paper's number" in header and "this book's number" in header
+    assert "69.3% (ImageNet, ResNet-50) {cite}`chen2020simple`" in rows[0] and "85.4%" in rows[0]
+    assert "3.212" in rows[1] and "| 5 |" in rows[2]
+    for row in rows:
+        assert "budget `cpu`" in row and "fashion-mnist" in row and "commit `e2292bf`" in row and "2025-05-01" in row
+
+
+def test_paper_vs_ours_rejects_incomplete_rows():
+    with pytest.raises(ValueError, match=r"rows\[0\]"):
+        book.paper_vs_ours([{"quantity": "x", "paper": "1", "record": RECORD}])
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+def test_new_chapter_writes_a_clean_notebook_from_the_template(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    path = book.new_chapter("07_swav", root=tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    headings = [line for cell in nb.cells if cell.cell_type == "markdown"
+                for line in cell.source.splitlines() if line.startswith("## ")]
+    assert headings == ["## Running this notebook", "## The idea", "## The code", "## The experiment",
+                        "## Plots", "## Paper versus this book", "## Summary", "## Exercises"]
+    assert 'book.setup(chapter="07")' in nb.cells[1].source
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
+    assert "<!--" not in nb.cells[0].source
+    with pytest.raises(FileExistsError):
+        book.new_chapter("07_swav", root=tmp_path)
+    with pytest.raises(ValueError, match="07_swav"):
+        book.new_chapter("seven", root=tmp_path)
+
+
+def test_chapter_notebook_finds_exactly_one(tmp_path):
+    assert book.chapter_notebook("01") == ROOT / "notebooks" / "01_quickstart.ipynb"
+    with pytest.raises(FileNotFoundError, match="notebooks/42_"):
+        book.chapter_notebook(42)
+
+
+@pytest.mark.slow
+def test_records_command_recomputes_a_chapters_records(tmp_path, monkeypatch):
+    """End to end: a one-cell chapter, executed in a kernel by `records`, rewrites its record."""
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from contrastlab import book\n"
+        "ch = book.setup(chapter='09', budget='smoke', dataset='digits')\n"
+        "assert ch.recompute\n"
+        "ch.run('raw_pixels', progress=False)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "notebooks" / "09_tiny.ipynb")
+    results = tmp_path / "results"
+    monkeypatch.setenv("CONTRASTLAB_RESULTS", str(results))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("CONTRASTLAB_RECOMPUTE", raising=False)
+    written = book.regenerate_records("09", root=tmp_path, timeout=600)
+    assert [p.name for p in written] == [p.name for p in results.glob("raw_pixels-digits-smoke-*.json")]
+    assert len(written) == 1
+    assert re.fullmatch(r"raw_pixels-digits-smoke-[0-9a-f]{12}\.json", written[0].name)
