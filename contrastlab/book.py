@@ -48,12 +48,16 @@ BRANCH = "main"
 INSTALL_SPEC = f"contrastlab @ git+{REPO_URL}"
 RECORDS_URL = f"{REPO_URL.replace('github.com', 'raw.githubusercontent.com')}/{BRANCH}/results"
 PUBLISHED_BUDGET = "cpu"           # the budget of the records committed to results/
+# The scale of the chapters' ablation grids at the cpu budget, where a grid holds many runs: a
+# class-balanced sixth of Fashion-MNIST's training images for 3 epochs, a couple of minutes a run
+# on one CPU core (evaluation still on the whole test set). Tables of such runs say so.
+ABLATION_SCALE = {"dataset.train_size": 10000, "train.epochs": 3}
 GPU_DATASETS = ("cifar10",)        # offered to readers who have a GPU and a network
 RECOMPUTE_ENV, DATASET_ENV = "CONTRASTLAB_RECOMPUTE", "CONTRASTLAB_DATASET"
 CHECKOUT = Path(__file__).resolve().parents[1]   # the repository root, in a source checkout
 TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
 
-__all__ = ["REPO_URL", "Chapter", "Source", "Table", "in_colab", "paper_vs_ours", "setup", "show_source"]
+__all__ = ["ABLATION_SCALE", "REPO_URL", "Chapter", "Source", "Table", "in_colab", "paper_vs_ours", "setup", "show_source"]
 
 
 def in_colab() -> bool:
@@ -123,6 +127,12 @@ class Chapter:
         if path.name not in self.used:
             self.used.append(path.name)
         return record
+
+    @property
+    def ablation(self) -> dict:
+        """Overrides for one run of an ablation grid: `ABLATION_SCALE` at the cpu budget, where
+        a grid of full runs would take hours; nothing at the smoke budget (already tiny) or on a GPU."""
+        return dict(ABLATION_SCALE) if self.budget == "cpu" else {}
 
     def summary(self) -> str:
         """One paragraph on what this chapter runs with, and how to change it."""

@@ -262,3 +262,12 @@ def test_records_command_recomputes_a_chapters_records(tmp_path, monkeypatch):
     assert [p.name for p in written] == [p.name for p in results.glob("raw_pixels-digits-smoke-*.json")]
     assert len(written) == 1
     assert re.fullmatch(r"raw_pixels-digits-smoke-[0-9a-f]{12}\.json", written[0].name)
+
+
+def test_ablation_scale_applies_at_the_cpu_budget_only():
+    assert book.setup("05", budget="cpu", quiet=True).ablation == book.ABLATION_SCALE
+    assert book.setup("05", budget="smoke", quiet=True).ablation == {}
+    assert book.setup("05", budget="gpu", quiet=True).ablation == {}
+    ch = book.setup("05", budget="cpu", quiet=True)
+    ch.ablation["train.epochs"] = 99                      # a copy: a chapter cannot change the scale
+    assert book.ABLATION_SCALE["train.epochs"] == 3
