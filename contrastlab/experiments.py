@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, metrics
+from . import __version__, distributed, metrics
 from ._validate import check_choice
 from .augment import AugmentConfig, SimCLRAugment
 from .data import DATASETS, load_dataset, subsample
@@ -258,14 +258,19 @@ def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force:
     if path.exists() and not force:
         return json.loads(path.read_text())
     folder = run_dir(resolved, cache_dir)
-    if force and (folder / "checkpoint.pt").exists():
+    distributed.init_from_env()   # under torchrun: rank 0 deletes, evaluates and writes; all return the record
+    if force and distributed.is_main() and (folder / "checkpoint.pt").exists():
         (folder / "checkpoint.pt").unlink()
+    distributed.barrier()
     resumed = (folder / "checkpoint.pt").exists()
     tic = time.perf_counter()
     metrics_, curves, device, extras = _execute(resolved, folder, progress)
     record = {"config": resolved, "key": config_hash(resolved), "metrics": metrics_, "curves": curves,
               **extras, "provenance": provenance(device, resolved["budget"], time.perf_counter() - tic)}
     record["provenance"]["resumed"] = resumed   # True: training (or all of it) was done by an earlier call
+    record = distributed.broadcast_object(record)
+    if not distributed.is_main():
+        return record
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -356,6 +361,8 @@ def _execute(resolved: dict, run_dir: Path, progress: bool):
                       out_dir=run_dir, progress=progress, meta={"experiment": resolved})
         curves = {k: v for k, v in history.items() if k != "finished"}
         encoder = method.encoder   # the representation evaluated (CPC wraps f to read patch grids)
+    if not distributed.is_main():  # under torchrun rank 0 alone evaluates (run shares its record)
+        return {}, curves, device, {}
     encoder.to(device)
     transform = eval_transform(size)
     f_tr = metrics.extract_features(encoder, x_tr, transform=transform)
@@ -410,4 +417,5 @@ def provenance(device: torch.device, budget: str, wall_time_s: float) -> dict:
     return {"contrastlab": __version__, "commit": _git_commit(), "device": device_name(device),
             "torch": torch.__version__, "python": platform.python_version(), "budget": budget,
             "wall_time_s": round(wall_time_s, 2),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **({"world_size": distributed.world_size()} if distributed.is_distributed() else {})}

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastlab import distributed
 from contrastlab._validate import check_tensor, shape_str
 
 
@@ -31,7 +32,8 @@ def _check_temperature(temperature) -> None:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, normalize: bool = True) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, normalize: bool = True,
+            gather: bool = False) -> Tensor:
     r"""NT-Xent, the normalized temperature-scaled cross-entropy of SimCLR (Chen et al. 2020, Eq. 1).
 
     Row k of ``z1`` and row k of ``z2`` are the projections of two views of image k. The 2N
@@ -59,10 +61,15 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, normalize: bool
         temperature: tau > 0 (SimCLR uses 0.5 on CIFAR-10, 0.1 on ImageNet with large batches).
         normalize: compare L2-normalised projections (cosine similarity, the paper's choice);
             False uses the raw dot product :math:`z_i^\top z_j` (SimCLR's Table 5 "no l2 norm" rows).
+        gather: in a multi-process run (`contrastlab.distributed`), take the negatives from the
+            views of every rank: the batch is the concatenation of all ranks' ``z1`` and ``z2``,
+            and this rank's loss is the mean over its own 2N anchors, so that with DDP's gradient
+            average the result is the single-process loss and gradient of the whole batch. No
+            effect in a single process.
 
     Returns:
-        the mean loss over the 2N anchors, a float32 scalar. Identical embeddings for all 2N
-        views give log(2N - 1).
+        the mean loss over the 2N anchors (this rank's, with ``gather``), a float32 scalar.
+        Identical embeddings for all 2N views give log(2N - 1).
     """
     check_tensor("z1", z1, ndim=2, floating=True)
     check_tensor("z2", z2, ndim=2, floating=True)
@@ -76,15 +83,39 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, normalize: bool
 
     device = z1.device
     with torch.autocast(device_type=device.type, enabled=False):   # autocast would run the matmul in half
-        z = torch.cat([z1, z2], dim=0).float()      # (2N, D), the views of image k at rows k and k + N
+        z, rows, targets = _two_view_layout(z1, z2, gather)   # (2N, D) views of image k at rows k and k + N
         if normalize:
             z = F.normalize(z, dim=1)               # in float32, where eps=1e-12 is representable
-        logits = (z @ z.T) / temperature            # (2N, 2N) s_ij / tau
-        self_mask = torch.eye(2 * n, dtype=torch.bool, device=device)
+        anchors = z if rows is None else z[rows]    # this rank's anchors when gathered
+        logits = (anchors @ z.T) / temperature      # (2N, 2N) s_ij / tau
+        self_mask = torch.eye(len(z), dtype=torch.bool, device=device)
+        if rows is not None:
+            self_mask = self_mask[rows]
         logits = logits.masked_fill(self_mask, float("-inf"))   # drop k = i from the denominator
-        idx = torch.arange(n, device=device)
-        targets = torch.cat([idx + n, idx])         # (2N,) positive of row i is i + N, of row i + N is i
         return F.cross_entropy(logits.float(), targets)
+
+
+def _two_view_layout(z1: Tensor, z2: Tensor, gather: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+    """nt_xent's layout of two views: z (2M, D) float32 with image k's views at rows k and k + M.
+
+    Returns ``z``, ``rows`` and ``targets``. In a single process (or without ``gather``) M = N,
+    ``rows`` is None (every row is an anchor) and ``targets`` (2N,) gives each row the row of its
+    other view. With ``gather`` in a multi-process run, z holds the views of every rank (M = N
+    times the world size, gradients flowing back through `distributed.gather_with_grad`),
+    ``rows`` (2N,) are the rows of this rank's anchors and ``targets`` their other views' rows.
+    """
+    rows = None
+    if gather and distributed.is_distributed():
+        n = z1.shape[0]
+        z = torch.cat([distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)]).float()
+        own = torch.arange(n, device=z.device) + distributed.rank() * n
+        rows = torch.cat([own, own + len(z) // 2])
+    else:
+        z = torch.cat([z1, z2], dim=0).float()
+    m = len(z) // 2
+    idx = torch.arange(m, device=z.device)
+    targets = torch.cat([idx + m, idx])             # (2M,) positive of row i is i + M, of row i + M is i
+    return z, rows, (targets if rows is None else targets[rows])
 
 
 
@@ -129,8 +160,8 @@ def _check_view_pair(z1: Tensor, z2: Tensor) -> None:
         )
 
 
-def _pair_similarities(z1: Tensor, z2: Tensor, semi_hard: bool,
-                       normalize: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+def _pair_similarities(z1: Tensor, z2: Tensor, semi_hard: bool, normalize: bool = True,
+                       gather: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The 2N-view layout of nt_xent: cosine similarities, positive similarity, negative weights.
 
     With ``normalize=False`` the similarities are raw dot products instead of cosines.
@@ -139,19 +170,20 @@ def _pair_similarities(z1: Tensor, z2: Tensor, semi_hard: bool,
     view, and ``weights`` (2N, 2N) that average over the anchor's negatives: 1/|negatives| on
     the negatives kept, 0 elsewhere (the anchor itself and its positive are never negatives).
     With ``semi_hard`` only negatives with s_neg < s_pos are kept, or all of them for an anchor
-    that has none; this is decided on the device, without a host sync.
+    that has none; this is decided on the device, without a host sync. With ``gather`` in a
+    multi-process run the rows are this rank's anchors and the columns the views of every rank
+    (see `_two_view_layout`).
     """
-    n = z1.shape[0]
     device = z1.device
-    z = torch.cat([z1, z2], dim=0).float()             # (2N, D), views of image k at rows k and k + N
+    z, anchor_rows, targets = _two_view_layout(z1, z2, gather)   # (2N, D), views of image k at rows k, k + N
     z = F.normalize(z, dim=1) if normalize else z
-    sim = z @ z.T                                       # (2N, 2N) s_ij
-    idx = torch.arange(n, device=device)
-    targets = torch.cat([idx + n, idx])                 # (2N,) row of the other view
-    rows = torch.arange(2 * n, device=device)
+    anchors = z if anchor_rows is None else z[anchor_rows]
+    sim = anchors @ z.T                                 # (2N, 2N) s_ij
+    rows = torch.arange(len(anchors), device=device)
+    self_cols = rows if anchor_rows is None else anchor_rows
     s_pos = sim[rows, targets]                          # (2N,)
-    negatives = torch.ones(2 * n, 2 * n, dtype=torch.bool, device=device)
-    negatives[rows, rows] = False                       # not the anchor itself
+    negatives = torch.ones(len(anchors), len(z), dtype=torch.bool, device=device)
+    negatives[rows, self_cols] = False                  # not the anchor itself
     negatives[rows, targets] = False                    # not its positive: 2N - 2 negatives per row
     if semi_hard:
         easier = negatives & (sim < s_pos[:, None])     # semi-hard: less similar than the positive
@@ -165,7 +197,8 @@ def _pair_similarities(z1: Tensor, z2: Tensor, semi_hard: bool,
 # InfoNCE (CPC, MoCo)
 
 
-def info_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: float = 0.1) -> Tensor:
+def info_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: float = 0.1, *,
+             gather: bool = False) -> Tensor:
     r"""InfoNCE with explicit negatives (van den Oord et al. 2018, CPC Eq. 4; He et al. 2020, MoCo Eq. 1).
 
     Each query :math:`q_n` is scored against its positive key :math:`k_n^+` and K negative keys by
@@ -187,6 +220,12 @@ def info_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: fl
         positive: (N, D), same shape as ``query``.
         negatives: (K, D) shared or (N, K, D) per query, K >= 1, same D.
         temperature: tau > 0 (MoCo uses 0.07, MoCo v2 and SimCLR-style setups 0.1–0.2).
+        gather: in a multi-process run, shared negatives (K, D) are those of every rank
+            concatenated (each rank passing its own, e.g. in-batch keys; gradients flow back to
+            the rank that made them), and the loss is the mean over this rank's queries, so that
+            DDP's gradient average gives the single-process result of the concatenated batch.
+            Per-query negatives (N, K, D) belong to their queries and are not gathered. Pass
+            False for negatives that every rank already holds in full, like MoCo's queue.
 
     Returns:
         the mean loss over the N queries, a float32 scalar. A positive and negatives all equal
@@ -211,6 +250,8 @@ def info_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: fl
             f"got {shape_str(negatives.shape)}"
         )
     _check_temperature(temperature)
+    if gather and negatives.ndim == 2:
+        negatives = distributed.gather_with_grad(negatives)            # (W K, D), every rank's
 
     with torch.autocast(device_type=query.device.type, enabled=False):
         q, k_pos, k_neg = _unit(query), _unit(positive), _unit(negatives)
@@ -229,7 +270,7 @@ def info_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: fl
 
 
 def nt_logistic(z1: Tensor, z2: Tensor, temperature: float = 0.5, semi_hard: bool = False, *,
-                normalize: bool = True) -> Tensor:
+                normalize: bool = True, gather: bool = False) -> Tensor:
     r"""NT-Logistic, the normalized temperature-scaled logistic loss of SimCLR (Chen et al. 2020, Table 2).
 
     Same 2N-view layout as :func:`nt_xent`: every view is an anchor, its positive is the other
@@ -254,6 +295,7 @@ def nt_logistic(z1: Tensor, z2: Tensor, temperature: float = 0.5, semi_hard: boo
         semi_hard: keep, per anchor, only negatives with :math:`s_{ij} < s_{i,+}` (SimCLR's
             semi-hard negative mining, Table 2 "sh"); an anchor with none keeps all of them.
         normalize: cosine similarities (True, the paper's) or raw dot products (False).
+        gather: negatives from every rank of a multi-process run, as in :func:`nt_xent`.
 
     Returns:
         the mean loss over the 2N anchors, a float32 scalar. Identical embeddings (every s = 1)
@@ -264,14 +306,14 @@ def nt_logistic(z1: Tensor, z2: Tensor, temperature: float = 0.5, semi_hard: boo
     _check_flag("semi_hard", semi_hard)
     _check_flag("normalize", normalize)
     with torch.autocast(device_type=z1.device.type, enabled=False):
-        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard, normalize)
+        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard, normalize, gather)
         positive_term = -F.logsigmoid(s_pos / temperature)                       # (2N,)
         negative_term = -(weights * F.logsigmoid(-sim / temperature)).sum(dim=1)  # (2N,)
         return (positive_term + negative_term).mean()
 
 
 def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool = False, *,
-                   normalize: bool = True) -> Tensor:
+                   normalize: bool = True, gather: bool = False) -> Tensor:
     r"""The margin triplet loss of SimCLR's comparison (Chen et al. 2020, Table 2), on cosine similarity.
 
     Same 2N-view layout as :func:`nt_xent`. For each anchor i and each negative j, a hinge asks
@@ -295,6 +337,7 @@ def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool 
             with none keeps all of them.
         normalize: cosine similarities (True, the paper's) or raw dot products (False, where
             the margin is on the scale of the unnormalised projections).
+        gather: negatives from every rank of a multi-process run, as in :func:`nt_xent`.
 
     Returns:
         the mean hinge, a float32 scalar. Identical embeddings give exactly m.
@@ -304,7 +347,7 @@ def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool 
     _check_flag("semi_hard", semi_hard)
     _check_flag("normalize", normalize)
     with torch.autocast(device_type=z1.device.type, enabled=False):
-        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard, normalize)
+        sim, s_pos, weights = _pair_similarities(z1, z2, semi_hard, normalize, gather)
         hinge = F.relu(sim - s_pos[:, None] + margin)        # (2N, 2N), zero weight off the negatives
         return (weights * hinge).sum(dim=1).mean()
 
@@ -316,7 +359,8 @@ def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool 
 _SUPCON_VARIANTS = ("out", "in")
 
 
-def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1, variant: str = "out") -> Tensor:
+def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1, variant: str = "out", *,
+           gather: bool = False) -> Tensor:
     r"""SupCon, the supervised contrastive loss (Khosla et al. 2020, Eq. 2 "out" and Eq. 3 "in").
 
     The N samples with V views each give NV anchors :math:`i \in I`. The positives
@@ -343,6 +387,11 @@ def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1, variant: str = "
         labels: (N,) class labels, any dtype comparable with ``==`` (usually int64).
         temperature: tau > 0 (the paper uses 0.1).
         variant: "out" (Eq. 2, the one the paper recommends) or "in" (Eq. 3).
+        gather: in a multi-process run, positives and negatives come from the views and labels
+            of every rank; this rank's anchors are its own N V views, and their summed loss is
+            divided by the number of anchors with positives over all ranks (times the world
+            size, see `contrastlab.distributed.global_mean`), so that DDP's gradient average
+            gives the single-process loss and gradient of the whole batch.
 
     Returns:
         the mean loss over anchors with positives, a float32 scalar.
@@ -362,14 +411,25 @@ def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1, variant: str = "
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(map(repr, _SUPCON_VARIANTS))}")
 
     device = z.device
+    rows = None
+    labels = labels.to(device)
+    if gather and distributed.is_distributed():
+        own = torch.arange(n, device=device) + distributed.rank() * n
+        z, labels = distributed.gather_with_grad(z), distributed.all_gather(labels)
+        rows = (torch.arange(v, device=device)[:, None] * len(z) + own).flatten()   # this rank's anchors
+        n = len(z)
     with torch.autocast(device_type=device.type, enabled=False):
         views = _unit(z.transpose(0, 1).reshape(v * n, -1))   # (VN, D), view-major like nt_xent
-        anchor_labels = labels.to(device).repeat(v)           # (VN,)
-        logits = (views @ views.T) / temperature              # (VN, VN) s_ij / tau
+        anchor_labels = labels.repeat(v)                      # (VN,)
+        anchors = views if rows is None else views[rows]
+        logits = (anchors @ views.T) / temperature            # (VN, VN) s_ij / tau
         self_mask = torch.eye(v * n, dtype=torch.bool, device=device)
+        if rows is not None:
+            self_mask = self_mask[rows]
         logits = logits.masked_fill(self_mask, float("-inf"))                   # A(i) = I \ {i}
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)        # (VN, VN) log p_ij
-        positives = (anchor_labels[:, None] == anchor_labels[None, :]) & ~self_mask   # P(i)
+        own_labels = anchor_labels if rows is None else anchor_labels[rows]
+        positives = (own_labels[:, None] == anchor_labels[None, :]) & ~self_mask   # P(i)
         n_pos = positives.sum(dim=1)                                            # (VN,) |P(i)|
         has_pos = n_pos > 0
         count = n_pos.clamp(min=1).float()
@@ -379,7 +439,9 @@ def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1, variant: str = "
             per_anchor = -(torch.logsumexp(log_prob.masked_fill(~positives, float("-inf")), dim=1)
                            - count.log())
         per_anchor = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor))
-        return per_anchor.sum() / has_pos.sum().clamp(min=1)
+        if rows is None:
+            return per_anchor.sum() / has_pos.sum().clamp(min=1)
+        return distributed.global_mean(per_anchor.sum(), has_pos.sum())
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,7 +488,7 @@ def _check_iterations(iterations) -> None:
 
 
 @torch.no_grad()
-def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3, *, gather: bool = False) -> Tensor:
     r"""SwAV's Sinkhorn-Knopp codes (Caron et al. 2020, Eq. 3–4 and Algorithm 1).
 
     Finds soft assignments of the B samples to the K prototypes that follow the scores but
@@ -452,19 +514,27 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tens
         scores: prototype scores z^T c_k, (B, K) floating (cosines in SwAV).
         epsilon: the entropy regularisation, > 0 (SwAV uses 0.05; smaller is sharper).
         iterations: Sinkhorn rounds, >= 1 (SwAV uses 3).
+        gather: in a multi-process run, the batch is the concatenation of every rank's scores:
+            the total and the per-prototype sums run over all ranks (all-reduced), B is the
+            global number of samples, and each rank gets the codes of its own rows. The number
+            of rows may differ between ranks. No effect in a single process.
 
     Returns:
-        the codes q, (B, K) float32, rows summing to 1, no gradient.
+        the codes q, (B, K) float32, rows summing to 1, no gradient (this rank's rows, with ``gather``).
     """
     check_tensor("scores", scores, ndim=2, floating=True)
     _check_number("epsilon", epsilon, allow_zero=False)
     _check_iterations(iterations)
     b, k = scores.shape
+    lse = torch.logsumexp
+    if gather and distributed.is_distributed():           # sums over samples run over every rank
+        lse = distributed.all_logsumexp
+        b = int(distributed.all_reduce_sum(torch.tensor(b, device=scores.device)))
     with torch.autocast(device_type=scores.device.type, enabled=False):
         log_q = scores.float().T / epsilon                                    # (K, B) log Q
-        log_q = log_q - torch.logsumexp(log_q.flatten(), dim=0)               # Q / sum(Q)
+        log_q = log_q - lse(log_q.flatten(), dim=0)                           # Q / sum(Q)
         for _ in range(iterations):
-            log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(k)   # rows to 1/K
+            log_q = log_q - lse(log_q, dim=1, keepdim=True) - math.log(k)     # rows to 1/K
             log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(b)   # columns to 1/B
         return torch.exp(log_q + math.log(b)).T                                # (B, K) = B Q^T
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import metrics
+from . import distributed, metrics
 from ._validate import check_choice, check_positive, check_tensor
 from .data import IndexBatches
 from .optim import OPTIMIZERS, build_optimizer, warmup_cosine
@@ -40,7 +40,7 @@ class TrainConfig:
     """How to train. Defaults follow SimCLR's recipe, scaled to small images."""
 
     epochs: int = 10  # passes over the training images (0 evaluates the method as initialised)
-    batch_size: int = 256  # images per step (the method sees n_views times as many views)
+    batch_size: int = 256  # images per step (the method sees n_views times as many views); under torchrun the global batch, split equally over the processes
     optimizer: str = "lars"  # 'lars' (SimCLR's), 'sgd' or 'adam'
     lr: float = 0.3  # learning rate per 256 images, scaled linearly with batch_size (SimCLR: 0.3 x B/256)
     weight_decay: float = 1e-6  # on weights only, not biases or BatchNorm (SimCLR's value with LARS)
@@ -136,6 +136,12 @@ def _rng_state(device: torch.device) -> dict:
     return state
 
 
+def _seed_all(seed: int, device: torch.device) -> None:
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
 def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
@@ -143,10 +149,14 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 @contextmanager
-def _deferred_interrupt():
-    """Turn the first Ctrl-C into a flag checked between steps, so a checkpoint is consistent."""
+def _deferred_interrupt(enabled: bool = True):
+    """Turn the first Ctrl-C into a flag checked between steps, so a checkpoint is consistent.
+
+    Not under torchrun (``enabled=False``): there torchrun stops every rank, and the run resumes
+    from the last checkpoint written.
+    """
     flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
+    if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
@@ -209,6 +219,14 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
         progress: show a tqdm progress bar with the loss and views per second.
         meta: extra JSON-able facts stored in the checkpoint (the experiment's config, say).
 
+    Under torchrun (several processes, `contrastlab.distributed`): ``config.batch_size`` is the
+    global batch, and each rank trains on its equal slice of the index batch a single process
+    would draw; the method runs in DDP with BatchNorm over the global batch; rank 0 alone writes
+    the checkpoint (with every rank's RNG state) and the log, and runs the kNN monitor and the
+    health metrics, whose row every rank appends to its history. A checkpoint resumes on any
+    number of processes whose count divides the batch (with another count, the augmentation
+    draws continue from fresh per-rank seeds). Ctrl-C is left to torchrun, which stops all ranks.
+
     Returns:
         dict of lists, one entry per finished epoch: epoch, step, loss, lr, views_per_sec,
         knn_acc (None where the monitor did not run), time_s, feature_std, effective_rank,
@@ -217,6 +235,14 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
     config = config or TrainConfig()
     _check_inputs(method, images, labels, eval_data, config)
     device = resolve_device(config.device)
+    distributed.init_from_env()        # joins torchrun's process group; nothing in a plain process
+    world = distributed.world_size()
+    if world > 1:
+        if config.batch_size % world:
+            raise ValueError(f"batch_size must be a multiple of the number of processes ({world}): it is the "
+                             f"global batch, split equally over them; got {config.batch_size}")
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", distributed.local_rank())
     dtype = autocast_dtype(config.amp, device)
     method.to(device)
     images = images.to(device)
@@ -243,47 +269,60 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                                *HEALTH_KEYS)}
     step, partial = 0, {"loss_sum": 0.0, "count": 0, "time": 0.0}
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
-    if ckpt_path is not None and resume and ckpt_path.exists():
+    resuming = ckpt_path is not None and resume and ckpt_path.exists()
+    if world > 1 and len(set(distributed.all_gather_object(resuming))) > 1:
+        raise RuntimeError(f"checkpoint {str(ckpt_path)!r} exists for some ranks and not for others: under "
+                           f"torchrun on several nodes, out_dir must be on a filesystem that every node sees")
+    if resuming:
         state = load_checkpoint(ckpt_path)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, history, partial = state["step"], state["history"], state["partial"]
-        _set_rng_state(state["rng"], device)
+        rngs = state.get("rng_ranks") if world > 1 else [state["rng"]]
+        if rngs is not None and len(rngs) == world:
+            _set_rng_state(rngs[distributed.rank()], device)
+        else:                           # another number of processes: fresh per-rank streams from here
+            _seed_all(distributed.rank_seed(config.seed, step), device)
     else:
-        torch.manual_seed(config.seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed(config.seed)
+        _seed_all(distributed.rank_seed(config.seed), device)   # config.seed itself on rank 0
+    model = distributed.wrap(method, device) if world > 1 else method
 
     def checkpoint():
         if ckpt_path is None:
             return
+        rng, extra = _rng_state(device), {}
+        if world > 1:                   # every rank's RNG, so a resume on as many ranks is exact
+            extra = {"rng_ranks": distributed.all_gather_object(rng), "world_size": world}
+            if not distributed.is_main():
+                return
         save_checkpoint({
             "format": CHECKPOINT_FORMAT, "step": step, "history": history, "partial": partial,
             "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "rng": _rng_state(device),
-            "train_config": asdict(config), "meta": meta or {},
+            "scaler": scaler.state_dict(), "rng": rng,
+            "train_config": asdict(config), "meta": meta or {}, **extra,
         }, ckpt_path)
 
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
     bar = None
-    if progress and step < stop_at:
+    if progress and step < stop_at and distributed.is_main():
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=step, desc=getattr(method, "name", "train"), unit="step")
 
     method.train()
-    with _deferred_interrupt() as interrupt:
+    with _deferred_interrupt(enabled=world == 1) as interrupt:
         while step < stop_at:
             epoch, start = divmod(step, steps_per_epoch)
             loss_sum = torch.tensor(partial["loss_sum"], device=device)
             tic = time.perf_counter()
             for idx in batches.epoch(epoch, start=start):
+                idx = distributed.shard(idx)   # this rank's slice of the global batch
                 lr = warmup_cosine(step, total_steps, warmup_steps, base_lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 views = augment.views(images[idx], n_views)
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    out = method(views, index=idx, labels=None if labels_dev is None else labels_dev[idx])
+                    out = model(views, index=idx, labels=None if labels_dev is None else labels_dev[idx])
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out["loss"]).backward()
                 scaler.step(optimizer)
@@ -301,7 +340,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                 ends_epoch = step % steps_per_epoch == 0
                 if interrupt["stop"] or step == stop_at or ends_epoch or (
                         config.checkpoint_every and step % config.checkpoint_every == 0):
-                    partial["loss_sum"] = loss_sum.item()
+                    partial["loss_sum"] = distributed.all_reduce_mean(loss_sum).item()   # over ranks
                     partial["time"] += time.perf_counter() - tic
                     tic = time.perf_counter()
                     if ends_epoch:
@@ -317,6 +356,8 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                         break
     if bar is not None:
         bar.close()
+    if world > 1:
+        distributed.unwrap(method)      # plain BatchNorms again
     history["finished"] = step >= total_steps
     return history
 
@@ -363,7 +404,8 @@ def health_metrics(method: nn.Module, v1: Tensor, v2: Tensor) -> dict[str, float
 
 def _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monitor, health, out_dir):
     knn = None
-    if monitor is not None and (epoch + 1) % config.knn_every == 0:
+    main = distributed.is_main()   # under torchrun rank 0 measures, and every rank takes its row
+    if main and monitor is not None and (epoch + 1) % config.knn_every == 0:
         bank, bank_labels, test, test_labels, transform = monitor
         f_bank = metrics.extract_features(method.encoder, bank, transform=transform)
         f_test = metrics.extract_features(method.encoder, test, transform=transform)
@@ -372,12 +414,13 @@ def _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monit
     row = {"epoch": epoch + 1, "step": step, "loss": partial["loss_sum"] / max(1, partial["count"]),
            "lr": lr, "views_per_sec": partial["count"] * config.batch_size * n_views / max(partial["time"], 1e-9),
            "knn_acc": knn, "time_s": partial["time"]}
-    row.update(health_metrics(method, *health) if health is not None
+    row.update(health_metrics(method, *health) if health is not None and main
                else dict.fromkeys(HEALTH_KEYS))
+    row = distributed.broadcast_object(row)
     for k, v in row.items():
         history[k].append(v)
     partial.update(loss_sum=0.0, count=0, time=0.0)
-    if out_dir is not None:
+    if out_dir is not None and main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(out_dir) / "log.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

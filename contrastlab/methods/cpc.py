@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed
 from .._validate import check_choice, check_tensor, shape_str
 from .base import Method
 
@@ -78,8 +79,8 @@ def _check_config(cfg: CPCConfig) -> None:
 # the loss
 
 
-def cpc_scores(z: Tensor, c: Tensor, weights: Tensor,
-               negatives: str = "batch") -> list[tuple[Tensor, Tensor]]:
+def cpc_scores(z: Tensor, c: Tensor, weights: Tensor, negatives: str = "batch", *,
+               gather: bool = False) -> list[tuple[Tensor, Tensor]]:
     r"""The logits z_j^T W_k c_t of every context against its candidates, one entry per step k.
 
     Context c at (n, t, s) predicts the latent at (n, t + k, s). Its candidates, by ``negatives``:
@@ -95,6 +96,9 @@ def cpc_scores(z: Tensor, c: Tensor, weights: Tensor,
         c: contexts, (N, T, S, C), c at step t summarising z up to step t.
         weights: the predictors W_1 .. W_K stacked, (K, D, C), 1 <= K < T.
         negatives: "batch", "time" or "both".
+        gather: in a multi-process run, the candidates of 'batch' and 'both' are the latents of
+            every rank's sequences (gradients flowing back to the rank that made them), the
+            contexts this rank's own; 'time' needs nothing from other ranks. See `cpc_loss`.
 
     Returns:
         for k = 1..K a pair (logits, targets): logits (N, T - k, S, M) in float32 over the M
@@ -116,7 +120,8 @@ def cpc_scores(z: Tensor, c: Tensor, weights: Tensor,
     if k_max >= t:
         raise ValueError(f"the number of steps K must be smaller than the sequence length T (a context needs "
                          f"a future K steps ahead), got K = {k_max} for T = {t}")
-    if negatives == "batch" and n < 2:
+    gather = gather and negatives != "time" and distributed.is_distributed()
+    if negatives == "batch" and n * (distributed.world_size() if gather else 1) < 2:
         raise ValueError("negatives='batch' needs N >= 2 sequences (the others are the negatives), got N = 1")
 
     dev = z.device
@@ -124,23 +129,25 @@ def cpc_scores(z: Tensor, c: Tensor, weights: Tensor,
     with torch.autocast(device_type=dev.type, enabled=False):
         z, c, weights = z.float(), c.float(), weights.float()
         flat = z.reshape(n, t * s, d)                                       # positions in (t, s) order
+        cand = distributed.gather_with_grad(z) if gather else z            # (M, T, S, D) candidate sequences
+        first = distributed.rank() * n if gather else 0                     # this rank's first sequence in cand
         for k in range(1, k_max + 1):
             pred = c[:, : t - k] @ weights[k - 1].T                           # (N, T-k, S, D) W_k c_t
             future = torch.arange(k, t, device=dev)[:, None] * s + torch.arange(s, device=dev)  # (T-k, S)
             if negatives == "batch":
-                logits = torch.einsum("ntsd,mtsd->ntsm", pred, z[:, k:])    # step t+k of every sequence
-                targets = torch.arange(n, device=dev).view(n, 1, 1).expand(n, t - k, s)
+                logits = torch.einsum("ntsd,mtsd->ntsm", pred, cand[:, k:])  # step t+k of every sequence
+                targets = torch.arange(first, first + n, device=dev).view(n, 1, 1).expand(n, t - k, s)
             elif negatives == "time":
                 logits = torch.einsum("ntsd,nqd->ntsq", pred, flat)         # every step of the same sequence
                 targets = future.expand(n, t - k, s)
             else:
-                logits = (pred.reshape(-1, d) @ flat.reshape(-1, d).T).view(n, t - k, s, n * t * s)
-                targets = torch.arange(n, device=dev).view(n, 1, 1) * (t * s) + future
+                logits = (pred.reshape(-1, d) @ cand.reshape(-1, d).T).view(n, t - k, s, len(cand) * t * s)
+                targets = torch.arange(first, first + n, device=dev).view(n, 1, 1) * (t * s) + future
             out.append((logits, targets))
     return out
 
 
-def cpc_loss(z: Tensor, c: Tensor, weights: Tensor, negatives: str = "batch") -> Tensor:
+def cpc_loss(z: Tensor, c: Tensor, weights: Tensor, negatives: str = "batch", *, gather: bool = False) -> Tensor:
     r"""CPC's InfoNCE (Eq. 4) with the log-bilinear score f_k = exp(z_{t+k}^T W_k c_t) (Eq. 3).
 
     .. math::
@@ -153,13 +160,17 @@ def cpc_loss(z: Tensor, c: Tensor, weights: Tensor, negatives: str = "batch") ->
     have a future k steps ahead. When every score is equal the loss is log of the number of
     candidates: log N ('batch'), log(T S) ('time'), log(N T S) ('both').
 
+    With ``gather`` in a multi-process run the candidates come from every rank and the loss is
+    the mean over this rank's contexts (the same number on every rank), so DDP's gradient
+    average gives the single-process loss and gradient of the whole batch.
+
     Args: as :func:`cpc_scores`.
 
     Returns:
         a float32 scalar.
     """
     steps = [F.cross_entropy(logits.flatten(0, 2), targets.flatten())
-             for logits, targets in cpc_scores(z, c, weights, negatives)]
+             for logits, targets in cpc_scores(z, c, weights, negatives, gather=gather)]
     return torch.stack(steps).mean()
 
 
@@ -280,5 +291,5 @@ class CPC(Method):
         self._check_length(x, z.shape[1])
         c = self.contexts(z)                                  # (N, T, S, C)
         weights = torch.stack([p.weight for p in self.predictors])   # (K, D, C)
-        loss = cpc_loss(z, c, weights, self.config.negatives)
+        loss = cpc_loss(z, c, weights, self.config.negatives, gather=True)   # all ranks' negatives
         return {"loss": loss, "z": z.detach(), "c": c.detach()}

@@ -21,7 +21,8 @@ v_i <- normalize(m v_i + (1 - m) f_i) (`on_step_end`). The optional proximal ter
 lambda * ||v^(t) - v_i^(t-1)||^2 (Sec. 3.3) pulls the new feature towards its bank row.
 
 Note on the noise: the paper draws m noise rows per sample; here one set of m rows is drawn
-per batch and shared by its N samples. Each sample's noise is still i.i.d. uniform over the
+per batch and shared by its N samples (under torchrun: drawn by rank 0 and shared by every
+rank's samples). Each sample's noise is still i.i.d. uniform over the
 bank, so the loss has the same expectation, and it costs an (N, m) matrix product instead of a
 gather of N * m rows.
 
@@ -54,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed
 from .._validate import check_choice, check_positive, check_tensor
 from ..models import ProjectionHead
 from .base import Method
@@ -108,16 +110,21 @@ def nce_loss(v: Tensor, bank: Tensor, index: Tensor, noise: Tensor, temperature:
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
-def estimate_log_partition(v: Tensor, bank: Tensor, noise: Tensor, temperature: float) -> Tensor:
+def estimate_log_partition(v: Tensor, bank: Tensor, noise: Tensor, temperature: float, *,
+                           gather: bool = False) -> Tensor:
     """log Z for the Monte-Carlo estimate Z ~ n E_j[exp(v_j^T v / tau)] (Wu et al. 2018, Sec. 3.2).
 
     The mean runs over the K noise rows and the N samples of the batch; computed with logsumexp
-    so that a small tau (exp(1/0.01) overflows float32) stays finite.
+    so that a small tau (exp(1/0.01) overflows float32) stays finite. With ``gather`` in a
+    multi-process run it runs over the samples of every rank (one estimate, the same on all).
 
     Returns:
         a detached 0-d tensor: the estimate from this batch (see `running_log_partition`).
     """
     sims = v.detach() @ bank[noise].T / temperature    # (N, K)
+    if gather and distributed.is_distributed():       # the mean over every rank's samples
+        count = sims.numel() * distributed.world_size()
+        return math.log(bank.shape[0]) + distributed.all_logsumexp(sims.flatten(), 0) - math.log(count)
     return math.log(bank.shape[0]) + torch.logsumexp(sims.flatten(), 0) - math.log(sims.numel())
 
 
@@ -170,6 +177,11 @@ class InstDisc(Method):
     rows, random at start; ``filled`` (n,) bool, whether row i holds a feature of image i (all
     True from the start with ``bank_init='random'``, where the random rows count as the images'
     rows); ``log_Z`` the log of the NCE constant Z, nan until the first NCE forward estimates it.
+
+    Under torchrun every rank writes the features of every rank's images into its bank (they
+    are gathered with their indices), estimates Z over every rank's samples, and divides its
+    loss by the number of filled rows over all ranks, so the buffers stay the same on all ranks
+    and the gradient is that of a single process with the global batch.
     """
 
     name = "instdisc"
@@ -211,8 +223,8 @@ class InstDisc(Method):
             if cfg.nce_k == 0:
                 per_sample = nonparametric_softmax_loss(v, self.bank, index, cfg.temperature, reduction="none")
             else:
-                noise = self.sample_noise(cfg.nce_k, v.device)                # (K,)
-                est = estimate_log_partition(v, self.bank, noise, cfg.temperature)
+                noise = distributed.broadcast(self.sample_noise(cfg.nce_k, v.device))   # (K,), rank 0's
+                est = estimate_log_partition(v, self.bank, noise, cfg.temperature, gather=True)
                 log_Z = running_log_partition(self.log_Z, est, cfg.z_momentum)
                 if self.training:
                     self.log_Z.copy_(log_Z)
@@ -222,9 +234,9 @@ class InstDisc(Method):
             # Only images whose row holds one of their features count; with bank_init='first_pass'
             # the first epoch fills the bank and its loss is 0.
             seen = self.filled[index].to(per_sample.dtype)
-            loss = (per_sample * seen).sum() / seen.sum().clamp(min=1.0)
-        if self.training:
-            self._pending = (v.detach(), index)
+            loss = distributed.global_mean((per_sample * seen).sum(), seen.sum())   # over every rank's seen rows
+        if self.training:   # the bank update of every rank's batch, so the bank stays the same on all ranks
+            self._pending = (distributed.all_gather(v.detach()), distributed.all_gather(index))
         return {"loss": loss, "features": v.detach()}
 
     def sample_noise(self, k: int, device) -> Tensor:

@@ -16,6 +16,16 @@ keys, so that a query and its positive key get their BatchNorm statistics from d
 sub-batches; otherwise the model can pick out the positive from the statistics alone (the
 "cheating" of Sec. 3.3). Here the keys are computed over ``bn_splits`` sub-batches of a
 shuffled batch, running the key network once per sub-batch, then put back in order.
+
+Under torchrun (`contrastlab.distributed`) this is the paper's shuffling BN across GPUs: the
+key views of all ranks are gathered, shuffled by one permutation shared by every rank, rank r
+computes the keys of the r-th part of the shuffled batch in ``bn_splits / world_size``
+sub-batches (so ``bn_splits`` must be a multiple of the world size), and the keys are gathered
+and unshuffled; the key encoder's BN stays per rank (``local_batchnorm``). The queue receives
+the keys of every rank, in the order a single process would enqueue them, so it is the same on
+every rank; so is the key encoder, the momentum average of identical query encoders. With
+``bn_splits`` dividing the global batch, the keys are those of a single process with the
+global batch.
 """
 from __future__ import annotations
 
@@ -26,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import losses
+from .. import distributed, losses
 from ..models import ProjectionHead
 from .base import Method, ema_update
 
@@ -84,6 +94,11 @@ class MoCo(Method):
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, d), dim=1))  # (K, D)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # next slot to overwrite
 
+    @property
+    def local_batchnorm(self) -> tuple[str, ...]:
+        """Children whose BatchNorm stays per rank under torchrun (the key network, with shuffled BN)."""
+        return ("key_encoder", "key_head") if self.config.shuffle_bn else ()
+
     def _key_params(self):
         yield from self.key_encoder.parameters()
         yield from self.key_head.parameters()
@@ -110,6 +125,8 @@ class MoCo(Method):
 
         if not (self.config.shuffle_bn and self.training):
             return f_k(x)                             # (N, D)
+        if distributed.is_distributed():
+            return self._keys_across_ranks(x, f_k)
         n = x.shape[0]
         perm = torch.randperm(n, device=x.device)     # shuffle ...
         chunks = torch.tensor_split(x[perm], self.config.bn_splits)
@@ -117,6 +134,18 @@ class MoCo(Method):
         unshuffled = torch.empty_like(k)
         unshuffled[perm] = k                          # ... and unshuffle: row i is image i again
         return unshuffled
+
+    @torch.no_grad()
+    def _keys_across_ranks(self, x: Tensor, f_k) -> Tensor:
+        """Shuffled BN over the ranks: keys of the global batch in bn_splits sub-batches, this rank's rows back."""
+        x_all = distributed.all_gather(x)                                    # (W N, ...) every rank's x_k
+        perm = distributed.broadcast(torch.randperm(len(x_all), device=x.device))   # one shuffle for all
+        mine = distributed.shard(x_all[perm])                                # (N, ...) r-th part of it
+        chunks = torch.tensor_split(mine, self.config.bn_splits // distributed.world_size())
+        k_shuffled = distributed.all_gather(torch.cat([f_k(c) for c in chunks]))   # (W N, D)
+        k_all = torch.empty_like(k_shuffled)
+        k_all[perm] = k_shuffled                                             # unshuffle
+        return distributed.shard(k_all)
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, k: Tensor) -> None:
@@ -129,7 +158,11 @@ class MoCo(Method):
     def _check_batch(self, views: list[Tensor]) -> None:
         if len(views) != 2:
             raise ValueError(f"views must hold 2 augmented batches for MoCo, got {len(views)}")
-        n, cfg = views[0].shape[0], self.config
+        cfg, world = self.config, distributed.world_size()
+        n = views[0].shape[0] * world                 # the global batch: every rank's keys are enqueued
+        if cfg.shuffle_bn and self.training and cfg.bn_splits % world:
+            raise ValueError(f"bn_splits must be a multiple of the world size ({world}) for shuffled BN "
+                             f"across ranks, got bn_splits={cfg.bn_splits}")
         if cfg.symmetric and cfg.queue_size < 2 * n:
             raise ValueError(f"queue_size must be at least twice the batch size with symmetric=True, "
                              f"got {cfg.queue_size} for a batch of {n}")
@@ -154,7 +187,8 @@ class MoCo(Method):
             loss = (loss + losses.info_nce(q2, k2, negatives, tau)) / 2
             k = torch.cat([k, k2])                    # (2N, D), all enqueued
         if self.training:
-            self._dequeue_and_enqueue(k)
+            keys = k.tensor_split(2) if self.config.symmetric else (k,)
+            self._dequeue_and_enqueue(torch.cat([distributed.all_gather(part) for part in keys]))  # all ranks'
         return {"loss": loss, "q": q.detach(), "k": k}
 
     def on_step_end(self, progress: float) -> None:

@@ -75,11 +75,11 @@ class SimCLR(Method):
     def loss(self, z1: Tensor, z2: Tensor) -> Tensor:
         """The configured loss of the two views' projections, each (N, d)."""
         cfg = self.config
-        if cfg.loss == "nt_xent":
-            return losses.nt_xent(z1, z2, cfg.temperature, normalize=cfg.normalize)
+        if cfg.loss == "nt_xent":   # gather: under torchrun, the negatives of every rank (no-op in one process)
+            return losses.nt_xent(z1, z2, cfg.temperature, normalize=cfg.normalize, gather=True)
         if cfg.loss == "nt_logistic":
-            return losses.nt_logistic(z1, z2, cfg.temperature, cfg.semi_hard, normalize=cfg.normalize)
-        return losses.margin_triplet(z1, z2, cfg.margin, cfg.semi_hard, normalize=cfg.normalize)
+            return losses.nt_logistic(z1, z2, cfg.temperature, cfg.semi_hard, normalize=cfg.normalize, gather=True)
+        return losses.margin_triplet(z1, z2, cfg.margin, cfg.semi_hard, normalize=cfg.normalize, gather=True)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))

@@ -60,7 +60,8 @@ class SupCon(Method):
         h = self.encoder(torch.cat(views))                      # (V*N, D_h), view-major
         z = F.normalize(self.head(h).float(), dim=1)            # (V*N, D)
         z = z.view(v, n, -1).transpose(0, 1)                    # (N, V, D): z[k, j] is view j of image k
-        loss = losses.supcon(z, labels, temperature=self.config.temperature, variant=self.config.variant)
+        loss = losses.supcon(z, labels, temperature=self.config.temperature, variant=self.config.variant,
+                             gather=True)                       # under torchrun: every rank's views and labels
         return {"loss": loss, "z": z.detach()}
 
     def embed(self, x: Tensor) -> Tensor:

@@ -18,6 +18,12 @@ Codes are targets only (no gradient). Two optional parts of the paper are here t
 
 The prototypes are frozen (their gradient zeroed) during the first ``freeze_prototypes_steps``
 optimizer steps, as the paper does during its first epoch.
+
+Under torchrun (`contrastlab.distributed`) Sinkhorn runs over the global batch: its sums over
+samples are reduced across ranks, so every rank gets the codes a single process would compute
+for its rows. The queue receives the projections of every rank (the same queue on every rank,
+in a single process's order), and each rank prepends only its share of the queue's rows to
+the Sinkhorn batch, so each queued projection is counted once.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import losses
+from .. import distributed, losses
 from .._validate import check_positive
 from ..models import ProjectionHead
 from .base import Method
@@ -128,9 +134,10 @@ class SwAV(Method):
         """Sinkhorn codes of a batch's scores (N, K), the queue's scores prepended when there are any."""
         n = scores.shape[0]
         filled = int(self.queue_filled) if self.config.queue_size else 0   # one host read per step with a queue
-        if filled:
-            scores = torch.cat([self._scores(self.queue[:filled]), scores])   # (filled + N, K)
-        codes = losses.sinkhorn(scores.detach(), self.config.epsilon, self.config.sinkhorn_iterations)
+        if filled:   # under torchrun each rank brings its share of the (shared) queue
+            scores = torch.cat([self._scores(distributed.shard(self.queue[:filled])), scores])   # (filled + N, K)
+        codes = losses.sinkhorn(scores.detach(), self.config.epsilon, self.config.sinkhorn_iterations,
+                                gather=True)                                    # over every rank's batch
         return codes[-n:]                                                       # (N, K): the batch's rows
 
     @torch.no_grad()
@@ -171,9 +178,9 @@ class SwAV(Method):
                 loss = loss + losses.swav(s_t, s_t, q1, q2, cfg.temperature)
             loss = loss / (self.n_views - 1)
         z_large = z_large.detach()
-        if self.training and cfg.queue_size:
-            self._enqueue(z_large)
         z1, z2 = z_large.split(n)
+        if self.training and cfg.queue_size:    # every rank's projections, view 1 then view 2
+            self._enqueue(torch.cat([distributed.all_gather(z1), distributed.all_gather(z2)]))
         return {"loss": loss, "z1": z1, "z2": z2, "codes1": q1, "codes2": q2}
 
     def on_step_end(self, progress: float) -> None:
