@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib import colormaps
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
@@ -261,12 +262,36 @@ def align_uniform_scatter(records, *, color: str = "knn_acc", labels: Sequence[s
     acc = np.array([np.nan if p[3] is None else p[3] for p in points])
     dots = ax.scatter([p[1] for p in points], [p[2] for p in points], c=acc, cmap="viridis", s=60,
                       edgecolors="k", linewidths=0.5, plotnonfinite=True)
-    for label, a, u, _ in points:
-        ax.annotate(label, (a, u), xytext=(5, 4), textcoords="offset points", fontsize=8)
     ax.set(xlabel="alignment (lower: positives closer)", ylabel="uniformity (lower: more uniform)",
            title="Alignment and uniformity")
+    _annotate_apart(ax, [(label, a, u) for label, a, u, _ in points])
     fig.colorbar(dots, ax=ax, label=color)
     return fig
+
+
+def _annotate_apart(ax, points: list[tuple[str, float, float]], fontsize: int = 8) -> None:
+    """Label each point beside it, moving a label down a line at a time while it overlaps one
+    already placed (labels of nearby points otherwise print over each other)."""
+    fig = ax.figure
+    ax.autoscale_view()                                # settle the limits, so positions are final
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    line = fontsize * 1.2                              # one text line, in points
+    placed = []
+    for label, x, y in sorted(points, key=lambda p: -p[2]):
+        dy = 4.0
+        while True:
+            text = ax.annotate(label, (x, y), xytext=(5, dy), textcoords="offset points", fontsize=fontsize)
+            box = text.get_window_extent(renderer).expanded(1.02, 1.1)
+            if not any(box.overlaps(other) for other in placed) or dy < -20 * line:
+                break
+            text.remove()
+            dy -= line
+        placed.append(box)
+        if dy < 0:                                     # moved away: a thin line back to its point
+            text.arrow_patch = None
+            ax.annotate("", (x, y), xytext=(5, dy + fontsize / 2), textcoords="offset points",
+                        arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
 
 
 def training_curves(records, keys: Sequence[str] = ("loss", "knn_acc", "alignment", "uniformity"), *,
