@@ -46,7 +46,9 @@ def _rel(path: Path) -> str:
 def test_notebook_executes(path, tmp_path, monkeypatch):
     # The kernel inherits this process's environment.
     monkeypatch.setenv("CONTRASTLAB_BUDGET", "smoke")
-    monkeypatch.setenv("CONTRASTLAB_RESULTS", str(tmp_path))
+    # The smoke records go where `make book-smoke` reads them (results/, where smoke records are
+    # git-ignored), so that CI's book build, which runs after the tests, reuses what they trained.
+    monkeypatch.setenv("CONTRASTLAB_RESULTS", str(ROOT / "results"))
     # Import the checkout's contrastlab even when it is not pip-installed.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
