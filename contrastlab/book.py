@@ -130,8 +130,10 @@ class Chapter:
 
     @property
     def ablation(self) -> dict:
-        """Overrides for one run of an ablation grid: `ABLATION_SCALE` at the cpu budget, where
-        a grid of full runs would take hours; nothing at the smoke budget (already tiny) or on a GPU."""
+        """The overrides of one run of an ablation grid.
+
+        `ABLATION_SCALE` at the cpu budget, where a grid of full runs would take hours; nothing
+        at the smoke budget (already tiny) or at the gpu budget."""
         return dict(ABLATION_SCALE) if self.budget == "cpu" else {}
 
     def summary(self) -> str:

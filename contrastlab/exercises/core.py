@@ -62,19 +62,20 @@ def result_only(args: dict, returned: Any) -> dict[str, Any]:
 class Exercise:
     """One exercise: the student's function, its reference and the cases it is checked on.
 
-    Attributes:
-        name: the name of the function the student writes, e.g. ``"nt_xent"``.
-        title: a heading, e.g. ``"NT-Xent (SimCLR)"``.
-        signature: the signature and docstring the student implements, as text.
-        reference: the correct function, called like the student's (positionally).
-        cases: ``cases(generator) -> list[Case]``, inputs drawn from the seeded generator.
-        outputs: ``outputs(args_after_call, returned) -> {name: value}``, what is compared.
-        mutable: arguments the function is meant to change in place.
-        inplace_hint: how to change them in place, shown when they were left unchanged.
-        compare: per-output comparisons replacing the generic one:
-            ``compare(expected, got, case_args) -> message or None``.
-        extra: ``extra(case, outputs) -> {kind: message}``, properties checked on the student's outputs.
-        rtol, atol: tolerance of the value comparison.
+    Its fields:
+
+    - ``name``: the name of the function the student writes, e.g. ``"nt_xent"``;
+    - ``title``: a heading, e.g. ``"NT-Xent (SimCLR)"``;
+    - ``signature``: the signature and docstring the student implements, as text;
+    - ``reference``: the correct function, called like the student's (positionally);
+    - ``cases``: ``cases(generator) -> list[Case]``, inputs drawn from the seeded generator;
+    - ``outputs``: ``outputs(args_after_call, returned) -> {name: value}``, what is compared;
+    - ``mutable``: arguments the function is meant to change in place;
+    - ``inplace_hint``: how to change them in place, shown when they were left unchanged;
+    - ``compare``: per-output comparisons replacing the generic one,
+      ``compare(expected, got, case_args) -> message or None``;
+    - ``extra``: ``extra(case, outputs) -> {kind: message}``, properties checked on the student's outputs;
+    - ``rtol``, ``atol``: tolerance of the value comparison.
     """
 
     name: str
