@@ -31,6 +31,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -248,7 +249,7 @@ def show_source(obj) -> Source:
         where = f"{path.relative_to(Path(__file__).resolve().parent.parent).as_posix()}, line {line}"
     except (TypeError, ValueError, OSError):
         where = ""
-    return Source(inspect.cleandoc(code) if code.startswith((" ", "\t")) else code, where)
+    return Source(textwrap.dedent(code), where)   # a method keeps its body indented under its def
 
 
 class Table:

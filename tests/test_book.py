@@ -271,3 +271,12 @@ def test_ablation_scale_applies_at_the_cpu_budget_only():
     ch = book.setup("05", budget="cpu", quiet=True)
     ch.ablation["train.epochs"] = 99                      # a copy: a chapter cannot change the scale
     assert book.ABLATION_SCALE["train.epochs"] == 3
+
+
+def test_show_source_of_a_method_keeps_its_body_indented():
+    from contrastlab.methods.simclr import SimCLR
+    text = book.show_source(SimCLR.forward)._repr_markdown_()
+    lines = text.splitlines()
+    assert any(line.startswith("def forward(") for line in lines)          # dedented to column 0
+    body = next(line for line in lines if "if len(views) != 2" in line)
+    assert body.startswith("    ") and not body.startswith("     ")      # one level under its def
