@@ -1,11 +1,11 @@
 """The book's side of contrastlab: the setup cell of every chapter, and the helpers chapters share.
 
-Every chapter opens with the same two statements (the ``%pip`` line runs only where contrastlab
-is not installed yet, e.g. on Colab)::
+Every chapter opens with the same cell (the ``%pip`` line runs only where contrastlab is not
+installed yet, e.g. on Colab)::
 
-    try:
-        import contrastlab
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("contrastlab") is None:   # not installed here (on Colab, say)
         %pip install -q "contrastlab @ git+https://github.com/contrastlab/contrastlab"
     from contrastlab import book
     ch = book.setup(chapter="01")
@@ -139,8 +139,8 @@ class Chapter:
 
     def summary(self) -> str:
         """One paragraph on what this chapter runs with, and how to change it."""
-        lines = [f"contrastlab {__version__}, chapter {self.chapter}: device {self.device}, "
-                 f"budget {self.budget!r}, dataset {self.dataset!r}."]
+        lines = [(f"contrastlab {__version__}, chapter {self.chapter}: device {self.device}, "
+                  f"budget {self.budget!r}, dataset {self.dataset!r}.")]
         if self.recompute:
             lines.append("Records: recomputed here (this takes the budget's full training time).")
         elif self.fetch:
@@ -198,7 +198,7 @@ def fetch_record(name: str, cache_dir: str | Path, *, timeout: float = 30.0) -> 
     """
     url = f"{RECORDS_URL}/{name}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:   # noqa: S310 (a fixed https URL)
+        with urllib.request.urlopen(url, timeout=timeout) as response:   # a fixed https URL
             record = json.loads(response.read().decode())
     except urllib.error.HTTPError as err:
         if err.code != 404:
@@ -368,7 +368,7 @@ def new_chapter(name: str, *, root: Path = CHECKOUT, template: Path = TEMPLATE) 
     if out.exists():
         raise FileExistsError(f"{out} exists already")
     text = template.read_text().replace('chapter="NN"', f'chapter="{name[:2]}"')
-    text = re.sub(r"<!--.*?-->\s*", "", text, count=1, flags=re.S)   # the note to authors
+    text = re.sub(r"<!--.*?-->\s*", "", text, count=1, flags=re.DOTALL)   # the note to authors
     nb = read_myst_markdown_notebook(text)
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}}

@@ -173,7 +173,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from . import report
     runs = args.runs or list(report.DEFAULT_RUNS)
     try:
-        common = report.parse_run("all:" + ",".join(args.common))[1]
+        common = report.parse_overrides(",".join(args.common), where="--set")
         results = report.compare(runs, dataset=args.dataset, budget=args.budget, seed=args.seed,
                                  cache_dir=args.results, force=args.force, common=common)
     except (KeyError, ValueError) as e:

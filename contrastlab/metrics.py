@@ -401,5 +401,14 @@ def effective_rank(x: Tensor) -> Tensor:
     return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
 
-__all__ = ["alignment", "effective_rank", "extract_features", "feature_std", "knn_accuracy", "knn_predict",
-           "few_label_probe", "linear_probe", "uniformity"]
+__all__ = [
+    "alignment",
+    "effective_rank",
+    "extract_features",
+    "feature_std",
+    "few_label_probe",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_probe",
+    "uniformity",
+]

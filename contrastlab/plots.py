@@ -20,8 +20,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -271,27 +271,25 @@ def align_uniform_scatter(records, *, color: str = "knn_acc", labels: Sequence[s
 
 def _annotate_apart(ax, points: list[tuple[str, float, float]], fontsize: int = 8) -> None:
     """Label each point beside it, moving a label down a line at a time while it overlaps one
-    already placed (labels of nearby points otherwise print over each other)."""
-    fig = ax.figure
+    already placed (labels of nearby points otherwise print over each other); a moved label
+    gets a thin line back to its point."""
     ax.autoscale_view()                                # settle the limits, so positions are final
-    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    canvas = ax.figure.canvas if hasattr(ax.figure.canvas, "get_renderer") else FigureCanvasAgg(ax.figure)
     renderer = canvas.get_renderer()
     line = fontsize * 1.2                              # one text line, in points
     placed = []
     for label, x, y in sorted(points, key=lambda p: -p[2]):
         dy = 4.0
         while True:
-            text = ax.annotate(label, (x, y), xytext=(5, dy), textcoords="offset points", fontsize=fontsize)
-            box = text.get_window_extent(renderer).expanded(1.02, 1.1)
+            probe = ax.annotate(label, (x, y), xytext=(5, dy), textcoords="offset points", fontsize=fontsize)
+            box = probe.get_window_extent(renderer).expanded(1.02, 1.1)
+            probe.remove()
             if not any(box.overlaps(other) for other in placed) or dy < -20 * line:
                 break
-            text.remove()
             dy -= line
         placed.append(box)
-        if dy < 0:                                     # moved away: a thin line back to its point
-            text.arrow_patch = None
-            ax.annotate("", (x, y), xytext=(5, dy + fontsize / 2), textcoords="offset points",
-                        arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
+        ax.annotate(label, (x, y), xytext=(5, dy), textcoords="offset points", fontsize=fontsize,
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if dy < 0 else None)
 
 
 def training_curves(records, keys: Sequence[str] = ("loss", "knn_acc", "alignment", "uniformity"), *,

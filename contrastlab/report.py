@@ -34,17 +34,22 @@ def parse_run(spec: str) -> tuple[str, dict]:
     method, _, rest = spec.partition(":")
     if not method:
         raise ValueError(f"run spec must start with a method name, got {spec!r}")
+    return method, parse_overrides(rest, where=f"run spec {spec!r}")
+
+
+def parse_overrides(text: str, *, where: str = "overrides") -> dict:
+    """``"key=value,key=value"`` -> {key: value}, each value read as JSON when it can be
+    (a comma inside a list such as ``[0.3, 1]`` stays with its value)."""
     overrides = {}
-    for item in filter(None, re.split(r",(?=\s*[\w.]+=)", rest)):   # a comma inside [0.3, 1] stays
+    for item in filter(None, re.split(r",(?=\s*[\w.]+=)", text)):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise ValueError(f"run spec {spec!r}: expected overrides as key=value pairs "
-                             f"separated by commas, got {item!r}")
+            raise ValueError(f"{where}: expected overrides as key=value pairs separated by commas, got {item!r}")
         try:
             overrides[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key.strip()] = value
-    return method, overrides
+    return overrides
 
 
 def compare(runs=DEFAULT_RUNS, *, dataset: str = "fashion-mnist", budget: str | None = None, seed: int = 0,
@@ -57,16 +62,18 @@ def compare(runs=DEFAULT_RUNS, *, dataset: str = "fashion-mnist", budget: str | 
     (``method.temperature`` for the baselines, say). All configs are resolved first, so a
     misspelt method or override fails before any training.
     """
+    common = common or {}
     configs, used = [], set()
     for spec in runs:
         method, overrides = parse_run(spec)
-        shared = {k: v for k, v in (common or {}).items() if _has_key(method, dataset, k)}
+        config = experiments.ExperimentConfig(method=method, dataset=dataset, budget=budget, seed=seed)
+        fields = experiments.resolve(config)       # which of the common keys this run has
+        shared = {k: v for k, v in common.items() if _has_field(fields, k)}
         used.update(shared)
-        config = experiments.ExperimentConfig(method=method, dataset=dataset, budget=budget, seed=seed,
-                                              overrides={**shared, **overrides})
+        config.overrides = {**shared, **overrides}
         experiments.resolve(config)
         configs.append((spec, config))
-    unused = sorted(set(common or {}) - used)
+    unused = sorted(set(common) - used)
     if unused:
         raise KeyError(f"common override {unused[0]!r} names no field of any run; "
                        f"expected a dotted key such as 'eval.label_fractions'")
@@ -74,10 +81,9 @@ def compare(runs=DEFAULT_RUNS, *, dataset: str = "fashion-mnist", budget: str | 
             for spec, config in configs]
 
 
-def _has_key(method: str, dataset: str, key: str) -> bool:
+def _has_field(resolved: dict, key: str) -> bool:
     section, _, name = key.partition(".")
-    resolved = experiments.resolve(experiments.ExperimentConfig(method=method, dataset=dataset, budget="smoke"))
-    return name in resolved.get(section, {})
+    return isinstance(resolved.get(section), dict) and name in resolved[section]
 
 
 def _spread(curve) -> str:
