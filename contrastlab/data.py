@@ -83,9 +83,12 @@ DATASETS: dict[str, DatasetInfo] = {
     "waveforms": DatasetInfo("waveforms", 1, 256, 8, ("train", "test"), (
         "sine-slow", "sine-fast", "square-slow", "square-fast",
         "sawtooth-slow", "sawtooth-fast", "pulse-slow", "pulse-fast"), kind="sequence"),
+    "colour-shapes": DatasetInfo("colour-shapes", 3, 32, 8, ("train", "test"), (
+        "disc", "ring", "square", "frame", "triangle", "plus", "diamond", "cross")),
 }
 
 # Debian's dataset-fashion-mnist package; a module attribute so tests can point it elsewhere.
+_GENERATED = ("digits", "waveforms", "colour-shapes")   # made in memory, never downloaded
 _DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -99,7 +102,8 @@ def load_dataset(name: str, split: str = "train", *, root=None,
 
     Args:
         name: one of ``DATASETS``: "digits", "fashion-mnist", "cifar10", "cifar100", "stl10",
-            "waveforms" (generated here, see :func:`make_waveforms`).
+            "waveforms" (generated here, see :func:`make_waveforms`), "colour-shapes" (generated
+            here, see :func:`make_colour_shapes`).
         split: one of ``DATASETS[name].splits`` ("train", "test"; stl10 also "unlabeled").
         root: folder searched first (str or path). Downloads go here when given.
         download: fetch the data with torchvision when no searched folder has it. With
@@ -122,7 +126,7 @@ def load_dataset(name: str, split: str = "train", *, root=None,
     if split not in info.splits:
         raise ValueError(f"unknown split {split!r} for dataset {name!r}; "
                          f"expected one of {', '.join(map(repr, info.splits))}")
-    if name in ("digits", "waveforms"):      # made in memory: no files to look for
+    if name in _GENERATED:                   # made in memory: no files to look for
         images, labels = _load_cached(name, split, "", ())
         return images.clone(), labels.clone()
 
@@ -221,6 +225,8 @@ def _load_uncached(name: str, split: str, folder: Path) -> tuple[torch.Tensor, t
         return _load_digits(split)
     if name == "waveforms":
         return make_waveforms(*_WAVEFORM_SPLITS[split])
+    if name == "colour-shapes":
+        return make_colour_shapes(*_COLOUR_SHAPES_SPLITS[split])
     if name == "fashion-mnist":
         return _load_fashion_mnist(split, folder)
     return _load_torchvision(name, split, folder)
@@ -298,6 +304,79 @@ def make_waveforms(n: int, seed: int, length: int = 256,
     signal = amplitude[:, None] * waves[shape, np.arange(n)] + noise * rng.standard_normal((n, length))
     values = np.clip(np.rint((signal + _WAVE_RANGE) * (255 / (2 * _WAVE_RANGE))), 0, 255).astype(np.uint8)
     return torch.from_numpy(values[:, None, None, :]), torch.from_numpy(labels.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------------------------
+# colour-shapes (generated: the class is the shape, the colours are random and say nothing of it)
+
+_SHAPES = DATASETS["colour-shapes"].classes
+_COLOUR_SHAPES_SPLITS = {"train": (20000, 0), "test": (4000, 1)}   # (n, seed) of each split
+
+
+def _shape_masks(kind: np.ndarray, u: np.ndarray, v: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Boolean (n, H, W) masks: shape ``kind[i]`` of radius ``r[i]`` in centred coordinates (u, v)."""
+    r = r[:, None, None]
+    au, av = np.abs(u), np.abs(v)
+    dist, box = np.hypot(u, v), np.maximum(au, av)
+    bar = 0.3 * r                                                       # half-width of strokes
+    masks = np.stack([
+        dist <= r,                                                      # disc
+        (dist <= r) & (dist >= 0.55 * r),                               # ring
+        box <= 0.85 * r,                                                # square
+        (box <= 0.85 * r) & (box >= 0.5 * r),                           # frame (hollow square)
+        (v <= 0.7 * r) & (v >= 2 * au - r),                             # triangle, apex down
+        ((au <= bar) & (av <= r)) | ((av <= bar) & (au <= r)),          # plus
+        au + av <= r,                                                   # diamond
+        (np.abs(u - v) <= 1.4 * bar) & (box <= 0.8 * r)                 # cross (an X)
+        | (np.abs(u + v) <= 1.4 * bar) & (box <= 0.8 * r),
+    ])                                                                  # (8, n, H, W)
+    return masks[kind, np.arange(len(kind))]
+
+
+def make_colour_shapes(n: int, seed: int, size: int = 32,
+                       noise: float = 0.04) -> tuple[torch.Tensor, torch.Tensor]:
+    """A labelled set of RGB images whose class is a shape and whose colours are random.
+
+    The dataset of the colour-distortion experiment (chapter 5): one of 8 shapes (disc, ring,
+    square, frame, triangle, plus, diamond, cross; label = index in
+    ``DATASETS["colour-shapes"].classes``, classes in equal numbers in random order), drawn
+    at a random position and radius (0.22 to 0.38 of the side) in a random foreground colour
+    on a random background colour, plus a little pixel noise. Both colours are uniform in the
+    RGB cube, redrawn until they differ by at least 0.35 in some channel, so the shape is
+    always visible. Colour says nothing about the class but nearly everything about *which*
+    image a view came from: two crops of one image share its two colours exactly. A method
+    that must tell images apart can solve its task from colour alone unless the augmentation
+    distorts colour; a classifier of shapes has no such shortcut (SimCLR's argument for strong
+    colour augmentation, Chen et al. 2020, section 3).
+
+    Deterministic for the same arguments (``numpy.random.default_rng(seed)``).
+
+    Returns:
+        images: uint8 (n, 3, size, size); labels: int64 (n,), 0..7.
+    """
+    check_positive("n", n)
+    check_positive("size", size)
+    check_positive("noise", noise, allow_zero=True)
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % len(_SHAPES))
+    radius = rng.uniform(0.22, 0.38, n) * size
+    centre = rng.uniform(radius[:, None], size - radius[:, None], (n, 2))   # the shape stays inside
+    fg, bg = rng.uniform(0, 1, (n, 3)), rng.uniform(0, 1, (n, 3))
+    close = np.abs(fg - bg).max(1) < 0.35
+    while close.any():                                                   # redraw indistinct pairs
+        bg[close] = rng.uniform(0, 1, (int(close.sum()), 3))
+        close = np.abs(fg - bg).max(1) < 0.35
+    grid = np.arange(size) + 0.5
+    u = grid[None, None, :] - centre[:, 0, None, None]                   # (n, 1, W): x offset
+    v = centre[:, 1, None, None] - grid[None, :, None]                   # (n, H, 1): y offset, up
+    images = np.empty((n, 3, size, size), dtype=np.float32)
+    for start in range(0, n, 2048):                                      # bounded memory
+        part = slice(start, start + 2048)
+        mask = _shape_masks(labels[part], u[part], v[part], radius[part])[:, None]   # (b, 1, H, W)
+        images[part] = np.where(mask, fg[part, :, None, None], bg[part, :, None, None])
+    images += noise * rng.standard_normal(images.shape, dtype=np.float32)
+    values = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+    return torch.from_numpy(values), torch.from_numpy(labels.astype(np.int64))
 
 
 # ----------------------------------------------------------------------------------------------

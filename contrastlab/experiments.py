@@ -109,6 +109,8 @@ DATASET_AUGMENT = {"digits": {"augment.size": 8, "augment.crop_scale": (0.3, 1.0
                    "fashion-mnist": {"augment.size": 28, "augment.crop_scale": (0.4, 1.0)},
                    "cifar10": {"augment.size": 32}, "cifar100": {"augment.size": 32},
                    "stl10": {"augment.size": 64},
+                   # shapes of radius 0.22-0.38 of the side: a crop of 8% often misses the shape
+                   "colour-shapes": {"augment.size": 32, "augment.crop_scale": (0.3, 1.0)},
                    # 1-D signals (N, 1, 1, 256): a 1-D encoder, no image augmentation, no resizing
                    "waveforms": {"augment.size": 256, "augment.crop": False, "augment.flip": False,
                                  "augment.color": False, "augment.grayscale": False,

@@ -43,7 +43,7 @@ def _images(rng, n, c, size):
 
 
 def test_registry_is_consistent():
-    assert set(DATASETS) == {"digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "waveforms"}
+    assert set(DATASETS) == {"digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "waveforms", "colour-shapes"}
     for key, info in DATASETS.items():
         assert info.name == key
         assert len(info.classes) == info.num_classes
@@ -456,3 +456,57 @@ def test_index_batches_device(device):
     assert batch.device.type == device and batch.shape == (8,) and batch.dtype == torch.int64
     if device == "cuda":  # same permutation on every device
         assert torch.equal(batch.cpu(), next(iter(IndexBatches(32, 8).epoch(1))))
+
+
+# ----------------------------------------------------------------------------------------------
+# colour-shapes (generated)
+
+
+def test_colour_shapes_are_balanced_deterministic_and_coloured_at_random():
+    info = DATASETS["colour-shapes"]
+    x, y = load_dataset("colour-shapes", "train")
+    xt, yt = load_dataset("colour-shapes", "test")
+    assert x.dtype == torch.uint8 and x.shape == (20000, 3, 32, 32) and xt.shape == (4000, 3, 32, 32)
+    assert torch.equal(torch.bincount(y), torch.full((8,), 2500)) and len(info.classes) == 8
+    assert torch.equal(torch.bincount(yt), torch.full((8,), 500))
+    x[:] = 0                                         # must not leak into the in-process cache
+    again, _ = load_dataset("colour-shapes", "train")
+    fresh, y_fresh = data.make_colour_shapes(20000, 0)
+    assert torch.equal(again, fresh) and torch.equal(y, y_fresh)
+    assert not torch.equal(data.make_colour_shapes(64, 5)[0], data.make_colour_shapes(64, 6)[0])
+    # the mean colour of an image says nothing about its class: per-class means agree within noise
+    mean_rgb = again.float().mean((2, 3)) / 255                                  # (N, 3)
+    per_class = torch.stack([mean_rgb[y_fresh == c].mean(0) for c in range(8)])  # (8, 3)
+    assert (per_class - mean_rgb.mean(0)).abs().max() < 0.02
+
+
+def test_colour_shapes_draw_each_shape_with_its_own_area_and_two_colours():
+    x, y = data.make_colour_shapes(800, 3, noise=0.0)
+    assert x.shape == (800, 3, 32, 32)
+    # without noise every image holds exactly two colours: the shape's and the background's
+    for img in x[:40]:
+        assert len(torch.unique(img.flatten(1).T, dim=0)) == 2
+    # the foreground is the less common colour; filled shapes cover more than outlines
+    def share(img):
+        _, counts = torch.unique(img.flatten(1).T, dim=0, return_counts=True)
+        return counts.min().item() / counts.sum().item()
+    area = torch.tensor([share(img) for img in x])
+    mean = {c: area[y == c].mean().item() for c in range(8)}
+    assert mean[0] > mean[1] and mean[2] > mean[3]           # disc > ring, square > frame
+    assert all(0.03 < a < 0.5 for a in mean.values())
+
+
+def test_colour_shapes_need_the_shape_not_the_colour():
+    from contrastlab.metrics import knn_accuracy
+
+    x, y = load_dataset("colour-shapes", "train")
+    xt, yt = load_dataset("colour-shapes", "test")
+    colour = lambda v: v.float().mean((2, 3))
+    # measured: chance is 0.125; kNN on the mean colour 0.132, on raw pixels (5,000) 0.183, on an edge map 0.585
+    assert knn_accuracy(colour(x), y, colour(xt), yt) < 0.2
+
+    def edges(v):
+        g = v.float().mean(1, keepdim=True)
+        gx, gy = g[..., :, 1:] - g[..., :, :-1], g[..., 1:, :] - g[..., :-1, :]
+        return torch.cat([gx.abs().flatten(1), gy.abs().flatten(1)], 1)
+    assert knn_accuracy(edges(x[:5000]), y[:5000], edges(xt), yt) > 0.3
