@@ -22,6 +22,9 @@
    exp(s_j / tau), so a small tau puts nearly all of the push on the most similar (hardest)
    negatives: a built-in focal loss. `negative_gradient_weights` and `gradient_weight_curves`
    compute it; `contrastlab.plots.mi_bound` and `contrastlab.plots.gradient_weights` draw the results.
+   `supcon_gradient_norms` adds SupCon's positives: the norm of each positive's and each negative's
+   share of the gradient on the anchor's projection before normalisation (SupCon Sec. 3.2.3), small
+   for easy keys (s near +1 or -1) and large for hard ones.
 """
 from __future__ import annotations
 
@@ -372,6 +375,82 @@ def gradient_weight_curves(temperatures: Sequence[float] = (0.05, 0.1, 0.2, 0.5,
             "loss": loss, "wrt": wrt}
 
 
+def _supcon_anchor_loss(s_pos: Tensor, s_neg: Tensor, temperature: float, variant: str) -> Tensor:
+    """One anchor's term of `contrastlab.losses.supcon` from its similarities: (..., P), (..., K) -> (...)."""
+    log_p = s_pos / temperature - torch.logsumexp(torch.cat([s_pos, s_neg], dim=-1) / temperature, dim=-1,
+                                                  keepdim=True)          # (..., P) log p_ip
+    if variant == "out":
+        return -log_p.mean(dim=-1)                                       # Eq. 2: mean outside the log
+    return -(torch.logsumexp(log_p, dim=-1) - math.log(s_pos.shape[-1]))  # Eq. 3: mean inside the log
+
+
+def supcon_gradient_norms(positives, negatives, temperature: float = 0.1, *,
+                          variant: str = "out") -> tuple[Tensor, Tensor]:
+    r"""How hard one anchor's SupCon loss pulls on each positive and pushes on each negative.
+
+    SupCon normalises the projection, :math:`z_i = w_i / \lVert w_i \rVert`. Khosla et al. (2020,
+    Sec. 3.2.3 and the appendix) write the gradient of anchor i's loss with respect to the
+    un-normalised :math:`w_i` as a sum over the other views j, with :math:`s_{ij} = z_i \cdot z_j`:
+
+    .. math::
+
+        \frac{\partial L_i}{\partial w_i} = \frac{1}{\tau \lVert w_i \rVert} \sum_{j \in A(i)}
+            \big(z_j - s_{ij} z_i\big) \big(P_{ij} - X_{ij}\big),
+
+    :math:`P_{ij}` the anchor's softmax over A(i), :math:`X_{ij} = 0` for a negative,
+    :math:`1/|P(i)|` for a positive in L_out and :math:`P_{ij} / \sum_{p \in P(i)} P_{ip}` in L_in.
+    Since :math:`\lVert z_j - s_{ij} z_i \rVert = \sqrt{1 - s_{ij}^2}`, key j's share has norm
+    :math:`\sqrt{1 - s_{ij}^2}\, |P_{ij} - X_{ij}| / \tau` at :math:`\lVert w_i \rVert = 1`: an easy
+    positive (s near 1) or an easy negative (s near -1) adds almost nothing, a hard one (s near 0)
+    much. Here the shares are computed by autograd, not from the formula: the anchor's term of
+    `contrastlab.losses.supcon` (L_out, Eq. 2, or L_in, Eq. 3) is written as a function of one copy
+    of w per key, and each copy's gradient is that key's share. The keys are unit vectors with the
+    given cosines to the anchor and mutually orthogonal tangent parts.
+
+    Args:
+        positives: cosines s_p of the anchor's positives, (..., P) floating (or a sequence), P >= 1,
+            each in [-1, 1].
+        negatives: cosines s_n of its negatives, (..., K), K >= 1, the same leading dimensions.
+        temperature: tau > 0 (the paper's 0.1 by default).
+        variant: "out" (L_out) or "in" (L_in).
+
+    Returns:
+        ``(positive_norms, negative_norms)``, shapes (..., P) and (..., K), in the dtype of
+        ``negatives`` (float64 for numbers), at :math:`\lVert w \rVert = 1` (at any other norm divide
+        by it).
+    """
+    check_choice("variant", variant, ("out", "in"))
+    _check_number("temperature", temperature)
+    s_neg = torch.as_tensor(negatives, dtype=None if isinstance(negatives, Tensor) else torch.float64)
+    check_tensor("negatives", s_neg, floating=True)
+    s_pos = torch.as_tensor(positives, dtype=s_neg.dtype, device=s_neg.device)
+    if s_neg.ndim == 0 or s_neg.shape[-1] == 0:
+        raise ValueError(f"negatives must have shape (..., K) with K >= 1, got {shape_str(s_neg.shape)}")
+    if s_pos.ndim == 0 or s_pos.shape[-1] == 0 or s_pos.shape[:-1] != s_neg.shape[:-1]:
+        raise ValueError(f"positives must have shape {shape_str(s_neg.shape[:-1])} + (P,) with P >= 1 to match "
+                         f"negatives {shape_str(s_neg.shape)}, got {shape_str(s_pos.shape)}")
+    for name, s in (("positives", s_pos), ("negatives", s_neg)):
+        if not bool(((s >= -1) & (s <= 1)).all()):
+            raise ValueError(f"{name} must be cosines in [-1, 1], got values from {s.min().item():.4g} "
+                             f"to {s.max().item():.4g}")
+    s = torch.cat([s_pos, s_neg], dim=-1).detach()                        # (..., M) with M = P + K
+    m = s.shape[-1]
+    # key j = s_j e_0 + sqrt(1 - s_j^2) e_{j+1}: cosine s_j with the anchor w = e_0, tangents orthogonal
+    keys = torch.zeros(*s.shape, m + 1, dtype=s.dtype, device=s.device)   # (..., M, M + 1)
+    keys[..., 0] = s
+    keys[..., 1:] = torch.diag_embed((1 - s.pow(2)).clamp_min(0).sqrt())
+    anchor = torch.zeros(m + 1, dtype=s.dtype, device=s.device)
+    anchor[0] = 1.0
+    with torch.enable_grad():
+        copies = anchor.expand(*s.shape, m + 1).clone().requires_grad_()  # (..., M, M + 1) one w per key
+        sims = (nn.functional.normalize(copies, dim=-1) * keys).sum(-1)   # (..., M) = s, differentiable
+        p = s_pos.shape[-1]
+        loss = _supcon_anchor_loss(sims[..., :p], sims[..., p:], temperature, variant)
+        (grad,) = torch.autograd.grad(loss.sum(), copies)                 # anchors are independent
+    norms = grad.norm(dim=-1)                                             # (..., M)
+    return norms[..., :p], norms[..., p:]
+
+
 __all__ = ["SeparableCritic", "correlated_gaussians", "gaussian_log_ratio", "gaussian_mi", "gradient_weight_curves",
            "infonce_mi_estimate", "mi_bound_experiment", "negative_gradient_weights", "rho_for_mi",
-           "train_separable_critic"]
+           "supcon_gradient_norms", "train_separable_critic"]

@@ -1,4 +1,4 @@
-"""Tests for contrastlab.analysis: the InfoNCE bound on mutual information and the gradient weights of negatives."""
+"""Tests for contrastlab.analysis: the InfoNCE bound on mutual information and the gradient weights of negatives and positives."""
 import json
 import math
 
@@ -15,8 +15,9 @@ from contrastlab.analysis import (
     mi_bound_experiment,
     negative_gradient_weights,
     rho_for_mi,
+    supcon_gradient_norms,
 )
-from contrastlab.losses import nt_xent
+from contrastlab.losses import nt_xent, supcon
 
 # --------------------------------------------------------------------------------------------
 # correlated Gaussians
@@ -224,3 +225,128 @@ def test_negative_weights_errors(kwargs, match):
     args = {"negatives": [0.1, 0.2], "positives": 0.5, "temperature": 0.1, **kwargs}
     with pytest.raises(ValueError, match=match):
         negative_gradient_weights(args.pop("negatives"), args.pop("positives"), args.pop("temperature"), **args)
+
+
+# --------------------------------------------------------------------------------------------
+# SupCon: the gradient each positive and each negative contributes (Khosla et al. 2020, Sec. 3.2.3)
+
+
+def _paper_norms(s_pos, s_neg, tau, variant):
+    """The appendix's closed form: key j's share of dL_i/dw_i has norm sqrt(1 - s_j^2) |P_ij - X_ij| / tau."""
+    prob = torch.softmax(torch.cat([s_pos, s_neg], -1) / tau, -1)
+    p_pos, p_neg = prob[..., :s_pos.shape[-1]], prob[..., s_pos.shape[-1]:]
+    x_pos = torch.full_like(p_pos, 1 / s_pos.shape[-1]) if variant == "out" else p_pos / p_pos.sum(-1, keepdim=True)
+    return ((1 - s_pos ** 2).sqrt() * (p_pos - x_pos).abs() / tau, (1 - s_neg ** 2).sqrt() * p_neg / tau)
+
+
+@pytest.mark.parametrize("variant", ["out", "in"])
+def test_supcon_gradient_norms_match_the_papers_closed_form(variant):
+    g = torch.Generator().manual_seed(0)
+    s_pos = torch.rand(4, 3, generator=g, dtype=torch.float64) * 2 - 1      # (B, P): 4 anchors, 3 positives
+    s_neg = torch.rand(4, 7, generator=g, dtype=torch.float64) * 2 - 1      # (B, K)
+    for tau in (0.1, 0.5):
+        pos, neg = supcon_gradient_norms(s_pos, s_neg, tau, variant=variant)
+        assert pos.shape == (4, 3) and neg.shape == (4, 7) and pos.dtype == torch.float64
+        want_pos, want_neg = _paper_norms(s_pos, s_neg, tau, variant)
+        assert torch.allclose(pos, want_pos, rtol=1e-9, atol=1e-12)
+        assert torch.allclose(neg, want_neg, rtol=1e-9, atol=1e-12)
+        # the negatives' shares are those of negative_gradient_weights, in both variants
+        assert torch.allclose(neg, negative_gradient_weights(s_neg, s_pos, tau, loss="supcon", wrt="projection"))
+
+
+def test_supcon_gradient_norms_match_finite_differences_of_a_naive_loss():
+    """Perturb one copy of w at a time in the paper's Eq. 2 / Eq. 3, written as a plain loop."""
+    tau, h = 0.2, 1e-6
+    s_pos, s_neg = [0.7, 0.1], [0.3, -0.6, 0.9]
+    sims = s_pos + s_neg
+    d = len(sims) + 1
+    keys = torch.zeros(len(sims), d, dtype=torch.float64)
+    for j, s in enumerate(sims):
+        keys[j, 0], keys[j, j + 1] = s, math.sqrt(1 - s * s)
+
+    def naive(copies, variant):                       # copies[j]: the anchor as key j sees it
+        logits = [float(F.normalize(copies[j], dim=0) @ keys[j]) / tau for j in range(len(sims))]
+        z = sum(math.exp(x) for x in logits)
+        probs = [math.exp(logits[p]) / z for p in range(len(s_pos))]
+        if variant == "out":
+            return -sum(math.log(q) for q in probs) / len(probs)
+        return -math.log(sum(probs) / len(probs))
+
+    for variant in ("out", "in"):
+        base = torch.zeros(len(sims), d, dtype=torch.float64)
+        base[:, 0] = 1.0
+        fd = torch.zeros(len(sims))
+        for j in range(len(sims)):
+            grad = []
+            for k in range(d):
+                up, down = base.clone(), base.clone()
+                up[j, k] += h
+                down[j, k] -= h
+                grad.append((naive(up, variant) - naive(down, variant)) / (2 * h))
+            fd[j] = torch.tensor(grad).norm()
+        pos, neg = supcon_gradient_norms(s_pos, s_neg, tau, variant=variant)
+        assert torch.allclose(torch.cat([pos, neg]).float(), fd, rtol=1e-4, atol=1e-6), variant
+
+
+def test_supcon_anchor_terms_average_to_the_librarys_loss_and_gradient():
+    """The per-anchor loss that supcon_gradient_norms differentiates is losses.supcon, one anchor at a time."""
+    from contrastlab.analysis import _supcon_anchor_loss
+
+    g = torch.Generator().manual_seed(1)
+    n, v, tau = 6, 2, 0.2
+    labels = torch.tensor([0, 0, 1, 2, 1, 0])
+    for variant in ("out", "in"):
+        z = torch.randn(n, v, 5, generator=g, dtype=torch.float64, requires_grad=True)
+        want = supcon(z, labels, tau, variant)
+        (want_grad,) = torch.autograd.grad(want, z)
+        views = F.normalize(z.transpose(0, 1).reshape(v * n, -1), dim=1)    # (VN, D), view-major
+        view_labels = labels.repeat(v)
+        terms = []
+        for i in range(v * n):
+            others = [j for j in range(v * n) if j != i]
+            pos = [j for j in others if view_labels[j] == view_labels[i]]
+            neg = [j for j in others if view_labels[j] != view_labels[i]]
+            terms.append(_supcon_anchor_loss(views[pos] @ views[i], views[neg] @ views[i], tau, variant))
+        got = torch.stack(terms).mean()
+        (got_grad,) = torch.autograd.grad(got, z)
+        assert got.item() == pytest.approx(want.item(), rel=1e-6), variant   # supcon runs in float32
+        assert torch.allclose(got_grad, want_grad.double(), atol=1e-6), variant
+
+
+def test_supcon_one_positive_one_negative_closed_form():
+    """With one positive and one negative both variants are softplus((s_n - s_p) / tau)."""
+    tau, s_p, s_n = 0.1, 0.4, 0.2
+    sig = 1 / (1 + math.exp(-(s_n - s_p) / tau))
+    for variant in ("out", "in"):
+        pos, neg = supcon_gradient_norms([s_p], [s_n], tau, variant=variant)
+        assert pos.item() == pytest.approx(math.sqrt(1 - s_p ** 2) * sig / tau, rel=1e-12)
+        assert neg.item() == pytest.approx(math.sqrt(1 - s_n ** 2) * sig / tau, rel=1e-12)
+
+
+def test_easy_keys_get_little_gradient_and_l_in_neglects_hard_positives():
+    s = torch.tensor([-0.999, -0.5, 0.0, 0.5, 0.999], dtype=torch.float64)
+    context_pos = torch.full((5, 3), 0.8, dtype=torch.float64)
+    negs = torch.zeros(5, 10, dtype=torch.float64)
+    out, _ = supcon_gradient_norms(torch.cat([s[:, None], context_pos], 1), negs, 0.1)
+    assert out[4, 0] < 0.1 * out[2, 0]                      # an easy positive (s = 0.999) against a hard one (s = 0)
+    _, neg = supcon_gradient_norms(context_pos, torch.cat([s[:, None], negs[:, 1:]], 1), 0.1)
+    assert neg[0, 0] < 1e-3 * neg[2, 0]                     # an easy negative (s = -0.999) against a hard one
+    assert neg[3, 0] > neg[2, 0]                            # more similar, harder, more push
+    inn, _ = supcon_gradient_norms(torch.cat([s[:, None], context_pos], 1), negs, 0.1, variant="in")
+    assert inn[2, 0] < 1e-3 * out[2, 0]                     # L_in weights a positive by its own softmax share
+    with torch.no_grad():                                   # works under no_grad (it needs autograd inside)
+        again, _ = supcon_gradient_norms(torch.cat([s[:, None], context_pos], 1), negs, 0.1)
+    assert torch.equal(again, out)
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (([0.5], [0.1], 0.1), {"variant": "mean"}, ValueError, "variant"),
+    (([0.5], [0.1], 0.0), {}, ValueError, "temperature"),
+    (([0.5], [], 0.1), {}, ValueError, "negatives"),
+    (([[0.5]], [0.1, 0.2], 0.1), {}, ValueError, "positives"),
+    (([1.5], [0.1], 0.1), {}, ValueError, r"\[-1, 1\]"),
+    (([0.5], torch.tensor([1, 0]), 0.1), {}, TypeError, "floating"),
+])
+def test_supcon_gradient_norms_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        supcon_gradient_norms(*args, **kwargs)
