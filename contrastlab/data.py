@@ -36,7 +36,7 @@ import torch
 from ._validate import check_choice, check_positive, check_tensor, shape_str
 
 __all__ = ["DATASETS", "DatasetInfo", "DatasetNotFoundError", "IndexBatches", "load_dataset",
-           "make_waveforms", "subsample"]
+           "make_colour_shapes", "make_waveforms", "subsample"]
 
 
 class DatasetNotFoundError(FileNotFoundError):
