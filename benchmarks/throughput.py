@@ -20,7 +20,7 @@ from contrastlab.augment import AugmentConfig, SimCLRAugment
 from contrastlab.methods import SimCLR
 from contrastlab.models import build_encoder
 from contrastlab.optim import build_optimizer
-from contrastlab.train import autocast_dtype, resolve_device
+from contrastlab.train import autocast_dtype, resolve_device, train_step
 
 
 def _sync(device):
@@ -68,13 +68,7 @@ def main(argv=None):
                            dtype=torch.uint8, device=device)
 
     def train_on(views):
-        views = [v.contiguous(memory_format=fmt) for v in views]
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = method(views)["loss"]
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        train_step(method, [v.contiguous(memory_format=fmt) for v in views], opt, scaler, dtype)
 
     def batch(i):
         g = torch.Generator(device="cpu").manual_seed(i)

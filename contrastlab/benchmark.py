@@ -38,7 +38,7 @@ from ._validate import check_choice
 from .data import DATASETS, IndexBatches
 from .methods import METHODS
 from .optim import build_optimizer
-from .train import TrainConfig, autocast_dtype, resolve_device
+from .train import TrainConfig, autocast_dtype, resolve_device, train_step
 
 # How each method gets what it contrasts with (the course summary's families, and the rest).
 FAMILIES = {"instdisc": "memory bank", "simclr": "end-to-end", "cpc": "end-to-end",
@@ -139,13 +139,7 @@ def measure(method: str, budget: str = "cpu", *, dataset: str = "fashion-mnist",
 
     def step(i: int) -> None:       # one step of `fit` (the learning rate stays at its base value)
         idx = next(indices)
-        views = augment.views(x[idx], n_views)
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = model(views, index=idx, labels=y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(out["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(model, augment.views(x[idx], n_views), optimizer, scaler, dtype, index=idx, labels=y[idx])
         model.on_step_end((i + 1) / total)
 
     model.train()

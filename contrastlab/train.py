@@ -87,6 +87,24 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def train_step(model: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, dtype: torch.dtype | None, *, index: Tensor | None = None,
+               labels: Tensor | None = None) -> dict:
+    """One optimizer step of `fit`: the forward pass under autocast (``dtype`` from `autocast_dtype`,
+    None for full precision), the backward pass through the grad scaler, the optimizer step.
+
+    Returns the method's output dict (its ``"loss"`` still on the device: no host sync here).
+    The learning rate and ``on_step_end`` are the caller's.
+    """
+    with torch.autocast(views[0].device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        out = model(views, index=index, labels=labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(out["loss"]).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return out
+
+
 def eval_transform(size: int | None):
     """uint8 images -> float in [0, 1], resized to ``size`` when they are another size."""
     def transform(x: Tensor) -> Tensor:
@@ -321,12 +339,8 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 views = augment.views(images[idx], n_views)
-                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    out = model(views, index=idx, labels=None if labels_dev is None else labels_dev[idx])
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out["loss"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                out = train_step(model, views, optimizer, scaler, dtype, index=idx,
+                                 labels=None if labels_dev is None else labels_dev[idx])
                 step += 1
                 method.on_step_end(step / total_steps)
                 loss_sum += out["loss"].detach().float()
