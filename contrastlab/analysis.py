@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from contrastlab import losses
 from contrastlab._validate import check_choice, check_tensor, shape_str
 from contrastlab.metrics import _check_int, _check_number
 
@@ -377,11 +378,11 @@ def gradient_weight_curves(temperatures: Sequence[float] = (0.05, 0.1, 0.2, 0.5,
 
 def _supcon_anchor_loss(s_pos: Tensor, s_neg: Tensor, temperature: float, variant: str) -> Tensor:
     """One anchor's term of `contrastlab.losses.supcon` from its similarities: (..., P), (..., K) -> (...)."""
-    log_p = s_pos / temperature - torch.logsumexp(torch.cat([s_pos, s_neg], dim=-1) / temperature, dim=-1,
-                                                  keepdim=True)          # (..., P) log p_ip
-    if variant == "out":
-        return -log_p.mean(dim=-1)                                       # Eq. 2: mean outside the log
-    return -(torch.logsumexp(log_p, dim=-1) - math.log(s_pos.shape[-1]))  # Eq. 3: mean inside the log
+    logits = torch.cat([s_pos, s_neg], dim=-1) / temperature                    # (..., P + K), A(i)
+    log_p = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    positives = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    positives[..., :s_pos.shape[-1]] = True
+    return losses._supcon_anchor_terms(log_p, positives, variant)
 
 
 def supcon_gradient_norms(positives, negatives, temperature: float = 0.1, *,

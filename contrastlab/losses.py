@@ -359,6 +359,19 @@ def margin_triplet(z1: Tensor, z2: Tensor, margin: float = 1.0, semi_hard: bool 
 _SUPCON_VARIANTS = ("out", "in")
 
 
+def _supcon_anchor_terms(log_prob: Tensor, positives: Tensor, variant: str = "out") -> Tensor:
+    """Each anchor's SupCon term from its log-probabilities over A(i) and its positives: (..., M) -> (...).
+
+    ``log_prob`` holds log p_ij (entries outside A(i) may be -inf), ``positives`` the boolean mask
+    of P(i); "out" averages log p_ip over P(i) (Eq. 2), "in" takes the log of the mean of p_ip
+    (Eq. 3). An anchor without positives gets a meaningless value: the caller masks it.
+    """
+    count = positives.sum(dim=-1).clamp(min=1).to(log_prob.dtype)            # |P(i)|
+    if variant == "out":
+        return -log_prob.masked_fill(~positives, 0.0).sum(dim=-1) / count
+    return -(torch.logsumexp(log_prob.masked_fill(~positives, float("-inf")), dim=-1) - count.log())
+
+
 def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1, variant: str = "out", *,
            gather: bool = False) -> Tensor:
     r"""SupCon, the supervised contrastive loss (Khosla et al. 2020, Eq. 2 "out" and Eq. 3 "in").
@@ -430,14 +443,8 @@ def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1, variant: str = "
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)        # (VN, VN) log p_ij
         own_labels = anchor_labels if rows is None else anchor_labels[rows]
         positives = (own_labels[:, None] == anchor_labels[None, :]) & ~self_mask   # P(i)
-        n_pos = positives.sum(dim=1)                                            # (VN,) |P(i)|
-        has_pos = n_pos > 0
-        count = n_pos.clamp(min=1).float()
-        if variant == "out":
-            per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=1) / count
-        else:
-            per_anchor = -(torch.logsumexp(log_prob.masked_fill(~positives, float("-inf")), dim=1)
-                           - count.log())
+        has_pos = positives.any(dim=1)
+        per_anchor = _supcon_anchor_terms(log_prob, positives, variant)
         per_anchor = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor))
         if rows is None:
             return per_anchor.sum() / has_pos.sum().clamp(min=1)
