@@ -238,11 +238,7 @@ def run_benchmark(budget: str = "cpu", *, methods=None, steps: int = 20, warmup:
                            "bank_sizes": list(bank_sizes)},
               "provenance": experiments.provenance(dev, budget, time.perf_counter() - tic)}
     if write:
-        path = record_path(budget, cache_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, path)
+        experiments.write_json(record_path(budget, cache_dir), record)
     return record
 
 

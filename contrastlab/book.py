@@ -207,11 +207,7 @@ def fetch_record(name: str, cache_dir: str | Path, *, timeout: float = 30.0) -> 
     except (urllib.error.URLError, TimeoutError, ValueError) as err:
         print(f"could not fetch {url}: {err}; computing it instead", file=sys.stderr)
         return False
-    path = Path(cache_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    experiments.write_json(Path(cache_dir) / name, record)
     return True
 
 

@@ -273,11 +273,19 @@ def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force:
     record = distributed.broadcast_object(record)
     if not distributed.is_main():
         return record
+    write_json(path, record)
+    return record
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (a temporary file, then a rename), so a
+    reader never sees half a record; the parent folder is created. Returns the path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
     os.replace(tmp, path)
-    return record
+    return path
 
 
 def load_data(section: dict, seed: int):
