@@ -58,7 +58,10 @@ RECOMPUTE_ENV, DATASET_ENV = "CONTRASTLAB_RECOMPUTE", "CONTRASTLAB_DATASET"
 CHECKOUT = Path(__file__).resolve().parents[1]   # the repository root, in a source checkout
 TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
 
-__all__ = ["ABLATION_SCALE", "REPO_URL", "Chapter", "Source", "Table", "in_colab", "paper_vs_ours", "setup", "show_source"]
+CLEAR = 0.005   # half a point of accuracy: a chapter calls smaller differences no difference
+
+__all__ = ["ABLATION_SCALE", "CLEAR", "REPO_URL", "Chapter", "Source", "Table", "in_colab", "paper_vs_ours", "pct",
+           "points", "setup", "show_source", "table", "verdict"]
 
 
 def in_colab() -> bool:
@@ -283,6 +286,33 @@ def provenance_note(record: dict) -> str:
     if prov.get("date"):
         parts.append(prov["date"][:10])
     return ", ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# the small formatters every chapter's verdicts use
+
+
+def pct(x: float) -> str:
+    """An accuracy as a percentage with one decimal: 0.8123 -> '81.2%'."""
+    return f"{x:.1%}"
+
+
+def points(x: float) -> str:
+    """A difference of accuracies in signed percentage points: 0.012 -> '+1.2 points'."""
+    return f"{100 * x:+.1f} points"
+
+
+def verdict(holds: bool) -> str:
+    """'**yes**' or '**no**': whether a chapter's run reproduces a claim's direction."""
+    return "**yes**" if holds else "**no**"
+
+
+def table(rows, header, *, left: int = 1) -> str:
+    """A Markdown table: ``header`` (column names), ``rows`` (sequences of cells, each printed with
+    ``str``); the first ``left`` columns are left-aligned, the others right-aligned (numbers)."""
+    align = ["| :-- "] * left + ["| --: "] * (len(header) - left)
+    lines = ["| " + " | ".join(map(str, header)) + " |", "".join(align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
 def paper_vs_ours(rows: list[dict], *, caption: str | None = None) -> Table:
