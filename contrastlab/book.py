@@ -132,6 +132,17 @@ class Chapter:
             self.used.append(path.name)
         return record
 
+    def scorecard(self) -> dict:
+        """The scorecard of the records in this chapter's cache (`contrastlab.scorecard.scorecard`):
+        every claim the book decides, with its per-seed values and verdict. Where the chapter fetches
+        published records (Colab), the instrument's missing records are fetched first."""
+        from . import scorecard as _scorecard
+        if self.fetch and not self.recompute:
+            for config in _scorecard.missing_configs(cache_dir=self.cache_dir):
+                path = experiments.record_path(experiments.resolve(config), self.cache_dir)
+                fetch_record(path.name, path.parent)
+        return _scorecard.scorecard(cache_dir=self.cache_dir)
+
     @property
     def ablation(self) -> dict:
         """The overrides of one run of an ablation grid.
@@ -346,6 +357,92 @@ def paper_vs_ours(rows: list[dict], *, caption: str | None = None) -> Table:
                           "encoder and compute; this book's numbers come from the records described in the "
                           "last column. The columns sit side by side, they do not measure the same thing.")
     return Table("\n".join(lines) + "\n\n" + caption + "\n")
+
+
+# ------------------------------------------------------------------------------------- verdicts
+# Every verdict the book states comes from here: the scorecard's claims, decided by
+# contrastlab.stats.compare_arms from the instrument's per-seed records.
+
+
+def mean_se(values, metric: str = "linear_acc") -> str:
+    """Per-seed values as 'mean ± SE (n = k)': accuracies in percent, other metrics as they are."""
+    from .stats import mean_se as _mean_se
+    mean, se, n = _mean_se(values)
+    acc = metric.endswith("_acc") or "_acc_" in metric
+    centre = f"{100 * mean:.1f}%" if acc else f"{mean:.3f}"
+    if se == 0:                                   # the values coincide: no spread to print
+        return f"{centre} (n = {n}, all equal)"
+    return f"{100 * mean:.1f} ± {100 * se:.1f}% (n = {n})" if acc else f"{mean:.3f} ± {se:.3f} (n = {n})"
+
+
+def difference(claim: dict) -> str:
+    """A claim's difference with its 95% interval: '+3.1 ± 1.2 points' (accuracies) or in the metric's units."""
+    if claim["metric"].endswith("_acc") or "_acc_" in claim["metric"]:
+        return f"{100 * claim['diff']:+.1f} ± {100 * claim['half_width']:.1f} points"
+    return f"{claim['diff']:+.3f} ± {claim['half_width']:.3f}"
+
+
+def find_claim(card: dict, claim_id: str) -> dict | None:
+    """The claim ``claim_id`` of a scorecard, or None while its records are missing (pending).
+
+    Raises:
+        KeyError: ``claim_id`` is not a claim of the scorecard at all.
+    """
+    for claim in card["claims"]:
+        if claim["id"] == claim_id:
+            return claim
+    if claim_id in card["pending"]:
+        return None
+    raise KeyError(f"unknown claim {claim_id!r}; expected one of: "
+                   f"{', '.join([c['id'] for c in card['claims']] + card['pending'])}")
+
+
+def verdict_sentence(card: dict, claim_id: str) -> str:
+    """One sentence with a claim's verdict and the numbers it comes from, for a chapter's prose."""
+    claim = find_claim(card, claim_id)
+    if claim is None:
+        return f"*{claim_id}: not yet measured (its records are missing).*"
+    a, b = claim["arms"]
+    how = "paired by seed" if claim["paired"] else "Welch"
+    return (f"**{claim['verdict']}**: {a['name']} {mean_se(a['values'], claim['metric'])} against "
+            f"{b['name']} {mean_se(b['values'], claim['metric'])}, a difference of {difference(claim)} "
+            f"(95% interval, {how})")
+
+
+def claims_table(card: dict, chapter: str | None = None) -> Table:
+    """The claims of ``chapter`` (all when None) as a Markdown table: the paper's number and setting,
+    both arms as mean ± SE with n, the difference with its 95% interval, and the verdict."""
+    rows = [c for c in card["claims"] if chapter is None or c["chapter"] == chapter]
+    lines = ["| claim | the paper's number (its setting) | arm a | arm b | a − b, 95% interval | verdict |",
+             "| :-- | :-- | --: | --: | --: | :-- |"]
+    for c in rows:
+        a, b = c["arms"]
+        lines.append(f"| {c['claim']} | {c['paper']} | {a['name']}: {mean_se(a['values'], c['metric'])} | "
+                     f"{b['name']}: {mean_se(b['values'], c['metric'])} | {difference(c)}"
+                     f"{' (paired)' if c['paired'] else ''} | **{c['verdict']}** |")
+    pending = [i for i in card["pending"] if chapter is None or _claim_chapter(i) == chapter]
+    note = (f"\n\nNot yet measured (records missing): {', '.join(f'`{i}`' for i in pending)}." if pending else "")
+    ins = card["instrument"]
+    caption = (f"\n\nOurs: the `{ins['name']}` instrument ({ins['dataset']}, {ins['metric']}; each value one seed) "
+               "unless the claim names another setting; the paper's numbers are the paper's, on its own data. "
+               "Verdict: reproduced if the 95% interval of a − b lies above 0, reversed if below, "
+               "otherwise not resolved.")
+    return Table("\n".join(lines) + note + caption + "\n")
+
+
+def _claim_chapter(claim_id: str) -> str | None:
+    from .scorecard import CLAIMS
+    return next((c.chapter for c in CLAIMS if c.id == claim_id), None)
+
+
+def verdict_counts(card: dict, chapter: str | None = None) -> dict[str, int]:
+    """How many of a chapter's claims are reproduced, not resolved and reversed."""
+    from .stats import VERDICTS
+    counts = dict.fromkeys(VERDICTS, 0)
+    for c in card["claims"]:
+        if (chapter is None or c["chapter"] == chapter) and c.get("kind", "claim") == "claim":
+            counts[c["verdict"]] += 1
+    return counts
 
 
 # -------------------------------------------------------------------------------------- commands

@@ -1,8 +1,9 @@
-"""Command line: ``python -m contrastlab train|compare|eval``.
+"""Command line: ``python -m contrastlab train|compare|eval|scorecard``.
 
     python -m contrastlab train simclr --dataset fashion-mnist --encoder resnet18 --epochs 50
     python -m contrastlab compare simclr moco byol:method.predictor=false --budget cpu
     python -m contrastlab eval results/runs/<run>/checkpoint.pt
+    python -m contrastlab scorecard --json      every claim the book tests, from the records
 
 ``train`` goes through `contrastlab.experiments.run`, so its result is cached like a
 chapter's, its checkpoint lives in results/runs/<run>/ and an interrupted run resumes when
@@ -127,6 +128,16 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                      help="an override for every run (repeatable), under each run's own, e.g. "
                           "--set eval.label_fractions=[0.01,0.1] adds the 1%% and 10%% label probes")
 
+    sc = sub.add_parser("scorecard", help="every claim the book tests, decided from the stored records",
+                        description="The measuring instrument's calibration and every claim's per-seed values, "
+                                    "difference, standard error and verdict (95%% Welch or paired interval), "
+                                    "read from the records without training; --compute trains the missing cells.")
+    sc.add_argument("--json", action="store_true", help="print the scorecard as JSON")
+    sc.add_argument("--compute", action="store_true", help="train the cells whose records are missing first")
+    sc.add_argument("--jobs", type=int, default=2, help="cells trained at once with --compute, one thread each (default 2)")
+    sc.add_argument("--chapter", default=None, help="with --compute: only the claims of this chapter, e.g. 05")
+    sc.add_argument("--results", default=None, help="results folder (default: see experiments.default_cache_dir)")
+
     ev = sub.add_parser("eval", help="evaluate a checkpoint: kNN and linear-probe accuracy on the test split")
     ev.add_argument("checkpoint", help="path to a checkpoint.pt written by train")
     return parser
@@ -191,6 +202,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scorecard(args: argparse.Namespace) -> int:
+    import json
+    from . import scorecard
+    if args.jobs < 1:
+        raise SystemExit(f"error: --jobs must be >= 1 (cells trained at once), got {args.jobs}")
+    if args.chapter is not None and not any(c.chapter == args.chapter for c in scorecard.CLAIMS):
+        chapters = sorted({c.chapter for c in scorecard.CLAIMS})
+        raise SystemExit(f"error: --chapter must be one of {', '.join(chapters)} (chapters with claims), "
+                         f"got {args.chapter!r}")
+    if args.compute:
+        scorecard.compute(args.jobs, instrument=scorecard.INSTRUMENT, claims=scorecard.CLAIMS,
+                          cache_dir=args.results, chapter=args.chapter,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
+    card = scorecard.scorecard(scorecard.INSTRUMENT, scorecard.CLAIMS, cache_dir=args.results)
+    print(json.dumps(card, indent=1) if args.json else scorecard.format_text(card))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import train
     state = train.load_checkpoint(args.checkpoint)
@@ -223,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     method = argv[1] if len(argv) > 1 and argv[0] == "train" and not argv[1].startswith("-") else None
     args = build_parser(method).parse_args(argv)
     try:
-        return {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval}[args.command](args)
+        return {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval,
+                "scorecard": cmd_scorecard}[args.command](args)
     except (CheckpointError, DatasetNotFoundError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -611,3 +611,90 @@ def gradient_weights(result: Mapping) -> Figure:
 
 __all__ = ["ablation_bars", "ablation_heatmap", "align_uniform_scatter", "circle_features", "embedding_2d",
            "gradient_weights", "mi_bound", "similarity_matrix", "source_caption", "training_curves"]
+
+
+# --------------------------------------------------------------------------------------------
+# the measuring instrument: references with their seed bands, and the claims' arms against them
+
+REFERENCE_NAMES = {"random_init": "untrained encoder", "raw_pixels": "raw pixels",
+                   "supervised": "supervised (cross-entropy)", "simclr": "SimCLR (reference recipe)"}
+_BAND_COLOURS = {"random_init": "tab:gray", "raw_pixels": "tab:brown", "supervised": "tab:green", "simclr": "tab:blue"}
+
+
+def _band(ax, values, colour: str, label: str) -> None:
+    mean = float(np.mean(values))
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    ax.axhspan(mean - sd, mean + sd, color=colour, alpha=0.15, lw=0)
+    ax.axhline(mean, color=colour, ls="--", lw=1, label=f"{label} (mean ± SD, n = {len(values)})")
+
+
+def reference_bands(references: Mapping, names: Mapping | None = None, *, source: str | None = None) -> Figure:
+    """The instrument's references: every seed's value as a point, the mean ± SD as a band.
+
+    Args:
+        references: ``{"random_init": [per-seed values], ...}`` (a scorecard's ``instrument.references``).
+        names: display names by key (default `REFERENCE_NAMES`).
+        source: the caption.
+    """
+    names = {**REFERENCE_NAMES, **(names or {})}
+    keys = [k for k, v in references.items() if len(v)]
+    if not keys:
+        raise ValueError("references must hold at least one reference with values, got none")
+    fig, axes = _figure(width=6.4, height=3.4, caption=source)
+    ax = axes[0, 0]
+    for i, key in enumerate(keys):
+        values = np.asarray(references[key], dtype=float)
+        colour = _BAND_COLOURS.get(key, "tab:purple")
+        mean, sd = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
+        ax.bar(i, 2 * sd, bottom=mean - sd, width=0.5, color=colour, alpha=0.2)
+        ax.hlines(mean, i - 0.25, i + 0.25, color=colour, lw=2)
+        ax.scatter(i + np.linspace(-0.12, 0.12, len(values)), values, color=colour, s=18, zorder=3)
+    ax.set_xticks(range(len(keys)), [names.get(k, k) for k in keys], fontsize=9)
+    ax.set_ylabel("linear-probe accuracy (test)")
+    ax.set_ylim(0, 1)
+    return fig
+
+
+def claim_arms(card: Mapping, chapter: str | None = None, *, columns: int = 3) -> Figure:
+    """Each accuracy claim of ``chapter`` measured on the instrument: both arms' per-seed values
+    (points) and means (bars), over the untrained, raw-pixel and supervised references as bands.
+
+    Claims whose arms are differences of runs, analyses or another dataset are left to the
+    chapter's table (their values are not on the references' scale).
+    """
+    ins = card["instrument"]
+    setting = f"{ins['dataset']}, budget {ins['budget']}"
+    claims = [c for c in card["claims"] if (chapter is None or c["chapter"] == chapter)
+              and c["setting"] == setting and c["metric"].startswith("linear_acc")
+              and not any(arm["difference"] for arm in c["arms"])]
+    if not claims:
+        raise ValueError(f"no accuracy claim of chapter {chapter!r} on the instrument has its records yet")
+    rows = math.ceil(len(claims) / columns)
+    fig, axes = _figure(rows, min(columns, len(claims)), width=3.3, height=3.0,
+                        caption=f"source: the {ins['name']} instrument, {setting}; one point a seed")
+    axes = axes.ravel()
+    refs = ins["references"]
+    for ax, c in zip(axes, claims):
+        for key in ("random_init", "raw_pixels", "supervised"):
+            if refs.get(key):
+                _band(ax, refs[key], _BAND_COLOURS[key], REFERENCE_NAMES[key])
+        for i, arm in enumerate(c["arms"]):
+            values = np.asarray(arm["values"], dtype=float)
+            ax.bar(i, values.mean(), width=0.55, color=("tab:blue", "tab:orange")[i], alpha=0.6)
+            ax.scatter(i + np.linspace(-0.1, 0.1, len(values)), values, color="black", s=10, zorder=3)
+        ax.set_xticks([0, 1], [textwrap_label(a["name"]) for a in c["arms"]], fontsize=8)
+        ax.set_title(f"{textwrap_label(c['claim'], 34)}\n{c['verdict']}", fontsize=8)
+        ax.set_ylim(0, 1)
+    for ax in axes[len(claims):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("linear-probe accuracy (test)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", ncol=3, fontsize=8, frameon=False)
+    return fig
+
+
+def textwrap_label(text: str, width: int = 16) -> str:
+    """``text`` broken into lines of at most ``width`` characters (tick labels and titles)."""
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width)) or text

@@ -43,7 +43,8 @@ def _images(rng, n, c, size):
 
 
 def test_registry_is_consistent():
-    assert set(DATASETS) == {"digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "waveforms", "colour-shapes"}
+    assert set(DATASETS) == {"digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "waveforms", "colour-shapes",
+                             "colour-shapes-large", "colour-shapes-p4"}
     for key, info in DATASETS.items():
         assert info.name == key
         assert len(info.classes) == info.num_classes
@@ -510,3 +511,29 @@ def test_colour_shapes_need_the_shape_not_the_colour():
         gx, gy = g[..., :, 1:] - g[..., :, :-1], g[..., 1:, :] - g[..., :-1, :]
         return torch.cat([gx.abs().flatten(1), gy.abs().flatten(1)], 1)
     assert knn_accuracy(edges(x[:5000]), y[:5000], edges(xt), yt) > 0.3
+
+
+def test_colour_shapes_palette_draws_distinct_corner_colours():
+    from contrastlab.data import make_colour_shapes
+    x, y = make_colour_shapes(400, seed=5, noise=0.0, palette=4)
+    corners = x[:, :, 0, 0].float() / 255, x[:, :, 16, 16].float() / 255      # background, maybe shape
+    palette = {(0, 0, 0), (1, 1, 1), (1, 0, 0), (0, 1, 0)}
+    colours = {tuple(int(v) for v in c) for c in torch.cat(corners).round()}
+    assert colours <= palette and len({tuple(c.tolist()) for c in corners[0].round()}) == 4
+    for bad in (1, 9, True, 2.5):
+        with pytest.raises(ValueError, match="palette must be an int in"):
+            make_colour_shapes(10, seed=0, palette=bad)
+    # the uniform colours are unchanged by the option (the published colour-shapes records rest on them)
+    a, _ = make_colour_shapes(64, seed=3)
+    b, _ = make_colour_shapes(64, seed=3, palette=None)
+    assert torch.equal(a, b)
+
+
+def test_instrument_sets_are_larger_balanced_and_distinct():
+    x, y = load_dataset("colour-shapes-p4", "test")
+    xl, _ = load_dataset("colour-shapes-large", "test")
+    assert x.shape == (16000, 3, 32, 32) and torch.bincount(y).tolist() == [2000] * 8
+    assert not torch.equal(x, xl)
+    # four colours only: every background pixel is a palette colour up to the pixel noise
+    bg = x[:, :, 0, 0].float() / 255
+    assert ((bg - bg.round()).abs() < 0.2).all()

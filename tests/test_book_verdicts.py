@@ -1,0 +1,78 @@
+"""Verdicts in the book come from the scorecard, never from typed text or a fixed threshold.
+
+A chapter states a verdict only through `contrastlab.book.verdict_sentence` / `claims_table`, which
+read it from `contrastlab.scorecard` (the rule of `contrastlab.stats`): so no markdown cell and no
+code cell of a chapter on the instrument may spell a verdict word itself, and none may use the old
+yes/no verdict or its fixed half-point threshold. The cells of the page that defines the rule
+carry the tag ``verdict-rule`` and are exempt.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from contrastlab import book, scorecard
+
+ROOT = Path(__file__).resolve().parents[1]
+VERDICT_WORDS = re.compile(r"\b(reproduced|reversed|not resolved)\b", re.IGNORECASE)
+OLD_RULE = re.compile(r"\bverdict\(|\bCLEAR\b")
+# Chapters 06-11 decide claims 9-14, which move onto the instrument in the next issue; until then
+# they keep their single-seed verdicts and are not checked here.
+ON_THE_INSTRUMENT = ("01", "02", "03", "04", "05")
+PAGES = [p for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.name[:2] in ON_THE_INSTRUMENT] + \
+    sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def _cells(path):
+    for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        if "verdict-rule" not in cell.get("metadata", {}).get("tags", []):
+            yield i, cell
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_no_typed_verdicts(path):
+    typed = [(i, m.group(0)) for i, cell in _cells(path) for m in VERDICT_WORDS.finditer(cell.source)]
+    assert not typed, f"{path.name}: verdict words typed in cells {typed}; use book.verdict_sentence"
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_no_fixed_threshold_verdicts(path):
+    old = [i for i, cell in _cells(path) if cell.cell_type == "code" and OLD_RULE.search(cell.source)]
+    assert not old, f"{path.name}: cells {old} use the single-seed yes/no verdict or CLEAR"
+
+
+def test_the_check_catches_a_typed_verdict(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("NT-Xent wins: reproduced.")])
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(AssertionError, match="verdict words typed"):
+        test_no_typed_verdicts(path)
+
+
+def test_chapters_show_the_claims_they_own():
+    """Each chapter displays the verdict of every scorecard claim it owns."""
+    for chapter in sorted({c.chapter for c in scorecard.CLAIMS}):
+        path = book.chapter_notebook(chapter)
+        source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
+        shown = set(re.findall(r"verdict_sentence\(card, \"([\w-]+)\"\)", source))
+        has_table = f'claims_table(card, "{chapter}")' in source
+        missing = [c.id for c in scorecard.claims_of(chapter) if c.id not in shown]
+        assert has_table and not missing, f"{path.name}: table {has_table}, claims not shown {missing}"
+
+
+def test_verdict_sentence_carries_the_scorecard_verdict():
+    card = {"instrument": {"name": "x", "dataset": "d", "metric": "linear_acc"}, "pending": [],
+            "claims": [{"id": "c", "chapter": "05", "metric": "linear_acc", "paired": True, "kind": "claim",
+                        "claim": "a beats b", "paper": "p", "diff": 0.02, "half_width": 0.01,
+                        "verdict": "reproduced",
+                        "arms": [{"name": "a", "values": [0.81, 0.82, 0.83]},
+                                 {"name": "b", "values": [0.79, 0.80, 0.81]}]}]}
+    text = book.verdict_sentence(card, "c")
+    assert text.startswith("**reproduced**") and "82.0 ± 0.6% (n = 3)" in text and "+2.0 ± 1.0 points" in text
+    assert "**reproduced**" in str(book.claims_table(card, "05"))
+    assert book.verdict_counts(card, "05") == {"reproduced": 1, "not resolved": 0, "reversed": 0}
+    with pytest.raises(KeyError, match="unknown claim 'nope'"):
+        book.verdict_sentence(card, "nope")

@@ -1,0 +1,120 @@
+"""The scorecard: claims read from records, decided by the book's one rule, and the published records
+meeting the instrument's own requirements (range, resolution, cost)."""
+import json
+import math
+import statistics
+
+import pytest
+
+from contrastlab import cli, experiments, scorecard, stats
+from contrastlab.scorecard import Arm, Claim, Instrument
+
+# A tiny instrument: digits at the smoke budget, three seeds (seconds a cell).
+TINY = Instrument(name="tiny", budget="smoke", dataset="digits", seeds=(0, 1, 2))
+TINY_CLAIMS = (
+    Claim("tiny-simclr-vs-random", 1, "05", "SimCLR vs random init", "paper", Arm("SimCLR"),
+          Arm("random", "random_init"), paired=False),
+    Claim("tiny-gain", 3, "05", "a difference of runs", "paper", Arm("gain", minus=Arm("random", "random_init")),
+          Arm("zero", "random_init", minus=Arm("random", "random_init"))),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("records")
+    assert scorecard.compute(1, instrument=TINY, claims=TINY_CLAIMS, cache_dir=cache, log=lambda s: None) > 0
+    return cache
+
+
+def test_missing_records_leave_claims_pending(tmp_path):
+    card = scorecard.scorecard(TINY, TINY_CLAIMS, cache_dir=tmp_path)
+    assert card["claims"] == [] and card["pending"] == ["tiny-simclr-vs-random", "tiny-gain"]
+    assert card["instrument"]["references"]["simclr"] == []
+    n = len(scorecard.missing_configs(TINY, TINY_CLAIMS, tmp_path))
+    assert n == 3 * 4    # 4 references (SimCLR and random init are also the claims' arms) x 3 seeds
+
+
+def test_compute_fills_every_cell_and_the_verdicts_follow_the_rule(tiny_cache):
+    assert scorecard.missing_configs(TINY, TINY_CLAIMS, tiny_cache) == []
+    assert scorecard.compute(1, instrument=TINY, claims=TINY_CLAIMS, cache_dir=tiny_cache, log=lambda s: None) == 0
+    card = scorecard.scorecard(TINY, TINY_CLAIMS, cache_dir=tiny_cache)
+    assert card["pending"] == []
+    by_id = {c["id"]: c for c in card["claims"]}
+    first = by_id["tiny-simclr-vs-random"]
+    a, b = (arm["values"] for arm in first["arms"])
+    # the values are the records' metrics, seed by seed
+    for seed, value in zip(TINY.seeds, a):
+        config = experiments.ExperimentConfig("simclr", "digits", "smoke", seed)
+        record = json.loads(experiments.record_path(experiments.resolve(config), tiny_cache).read_text())
+        assert record["metrics"]["linear_acc"] == value
+    assert first["verdict"] == stats.compare_arms(a, b).verdict
+    # a difference of a run with itself is exactly zero at every seed: not resolved
+    zero = by_id["tiny-gain"]["arms"][1]["values"]
+    assert zero == [0.0, 0.0, 0.0] and by_id["tiny-gain"]["paired"]
+    ins = card["instrument"]
+    assert set(ins["references"]) == {"random_init", "raw_pixels", "supervised", "simclr"}
+    assert all(len(v) == 3 for v in ins["references"].values())
+    assert len(ins["cell_seconds"]) == 3
+    assert ins["mdd"]["3"] == pytest.approx(stats.mdd(statistics.stdev(ins["references"]["simclr"]), 3))
+
+
+def test_cli_prints_json_and_rejects_bad_arguments(tiny_cache, capsys, monkeypatch):
+    monkeypatch.setattr(scorecard, "INSTRUMENT", TINY)
+    monkeypatch.setattr(scorecard, "CLAIMS", TINY_CLAIMS)
+    assert cli.main(["scorecard", "--json", "--results", str(tiny_cache)]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in card["claims"]] == ["tiny-simclr-vs-random", "tiny-gain"]
+    with pytest.raises(SystemExit, match="--jobs must be >= 1"):
+        cli.main(["scorecard", "--compute", "--jobs", "0"])
+    with pytest.raises(SystemExit, match="--chapter must be one of"):
+        cli.main(["scorecard", "--compute", "--chapter", "99"])
+
+
+# ------------------------------------------------------------------------------------------
+# the published records: what the book says rests on them
+
+
+def _welch_by_hand(a, b, paired):
+    """The rule written again from its statement, independently of contrastlab.stats."""
+    from scipy.stats import t
+    if paired:
+        d = [x - y for x, y in zip(a, b)]
+        diff, se, df = statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d)), len(d) - 1
+    else:
+        va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+        diff, se = statistics.mean(a) - statistics.mean(b), math.sqrt(va + vb)
+        df = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1)) + (vb ** 2 / (len(b) - 1))) if se else 1
+    if se == 0:
+        return "reproduced" if diff > 0 else "reversed" if diff < 0 else "not resolved"
+    h = t.ppf(0.975, df) * se
+    return "reproduced" if diff > h else "reversed" if diff < -h else "not resolved"
+
+
+@pytest.fixture(scope="module")
+def published():
+    return scorecard.scorecard()
+
+
+def test_published_verdicts_are_the_rule_recomputed(published):
+    assert published["claims"], "no claim has its records in results/"
+    for claim in published["claims"]:
+        a, b = (arm["values"] for arm in claim["arms"])
+        assert min(len(a), len(b)) >= 3, claim["id"]
+        assert claim["verdict"] == _welch_by_hand(a, b, claim["paired"]), claim["id"]
+
+
+def test_published_instrument_has_range_resolution_and_cost(published):
+    ins = published["instrument"]
+    refs = ins["references"]
+    assert all(len(refs[k]) >= 3 for k in ("random_init", "raw_pixels", "supervised", "simclr")), refs
+    floor = max(statistics.mean(refs["random_init"]), statistics.mean(refs["raw_pixels"]))
+    span = statistics.mean(refs["simclr"]) - floor
+    n = ins["seeds_per_cell"]
+    assert span >= 0.15, f"range {span:.3f}"
+    assert stats.mdd(statistics.stdev(refs["simclr"]), n) <= 0.05 * span
+    assert n * statistics.median(ins["cell_seconds"]) <= 720
+
+
+def test_every_seed_claim_1_to_8_is_decided_from_the_records(published):
+    decided = {c["seed_claim"] for c in published["claims"]}
+    assert set(range(1, 9)) <= decided, f"pending: {published['pending']}"
