@@ -5,7 +5,8 @@
 #   make book         build the book, executing every chapter
 #   make book-smoke   the same build with the seconds-long smoke budget
 #   make test-book    open the built book in headless Chromium and check every page
-#   make records CHAPTER=05   recompute every record chapter 05 uses
+#   make records CHAPTER=05   recompute every record chapter 05 uses (and train its missing instrument cells)
+#   make scorecard    train every missing cell of the measuring instrument, then print the scorecard
 #
 # CI (.ci/run) runs `make test`, `make book-smoke`, `make test-book`, in that order.
 #
@@ -27,7 +28,7 @@ BOOK_FLAGS ?= -W -n --keep-going --all
 SETUP_STAMP := _build/.setup-stamp-$(subst /,_,$(PYTHON))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data mathjax chromium test book book-smoke test-book records strip clean
+.PHONY: help setup data mathjax chromium test book book-smoke test-book records scorecard strip clean
 
 ## help: list the targets with their description
 help:
@@ -85,6 +86,12 @@ test-book: setup chromium
 records: setup
 	@test -n "$(CHAPTER)" || { echo "usage: make records CHAPTER=05"; exit 2; }
 	$(PYTHON) -m contrastlab.book records $(CHAPTER)
+	@if $(PYTHON) -c "import sys; from contrastlab import scorecard; sys.exit(not scorecard.claims_of('$(CHAPTER)'))"; then \
+		$(PYTHON) -m contrastlab scorecard --compute --chapter $(CHAPTER); fi
+
+## scorecard: train the measuring instrument's missing cells (two at a time, one thread each), then print the scorecard
+scorecard: setup
+	$(PYTHON) -m contrastlab scorecard --compute --jobs 2
 
 ## strip: remove outputs and execution counts from notebooks/*.ipynb (do this before committing)
 strip:

@@ -12,6 +12,8 @@ The public API, module by module:
 - `contrastlab.train`: ``fit()``, checkpoints, `TrainConfig`.
 - `contrastlab.metrics`: kNN, linear probe, alignment and uniformity.
 - `contrastlab.experiments`: ``run(ExperimentConfig(...))`` -> cached result record.
+- `contrastlab.stats`: the book's verdict rule, ``compare_arms(a, b, paired=...)`` (95% Welch or paired interval).
+- `contrastlab.scorecard`: the measuring instrument and every claim the book decides (``python -m contrastlab scorecard``).
 - `contrastlab.report`: ``compare(runs)`` and its Markdown table (``python -m contrastlab compare``).
 - `contrastlab.analysis`: InfoNCE as a bound on mutual information; gradient weights of negatives.
 - `contrastlab.plots`: figures from result records (imports matplotlib, which ``import contrastlab`` does not).

@@ -58,10 +58,13 @@ RECOMPUTE_ENV, DATASET_ENV = "CONTRASTLAB_RECOMPUTE", "CONTRASTLAB_DATASET"
 CHECKOUT = Path(__file__).resolve().parents[1]   # the repository root, in a source checkout
 TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
 
+# The single-seed rule of chapters 06-11 until their claims move onto the instrument (the scorecard's
+# rule, contrastlab.stats, decides chapters 01-05 and replaces this one there).
 CLEAR = 0.005   # half a point of accuracy: a chapter calls smaller differences no difference
 
-__all__ = ["ABLATION_SCALE", "CLEAR", "REPO_URL", "Chapter", "Source", "Table", "in_colab", "paper_vs_ours", "pct",
-           "points", "setup", "show_source", "table", "verdict"]
+__all__ = ["ABLATION_SCALE", "CLEAR", "REPO_URL", "Chapter", "Source", "Table", "claims_table", "difference",
+           "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct", "points", "setup", "show_source", "table",
+           "verdict", "verdict_counts", "verdict_sentence", "verdict_summary"]
 
 
 def in_colab() -> bool:
@@ -427,12 +430,24 @@ def claims_table(card: dict, chapter: str | None = None) -> Table:
                "unless the claim names another setting; the paper's numbers are the paper's, on its own data. "
                "Verdict: reproduced if the 95% interval of a − b lies above 0, reversed if below, "
                "otherwise not resolved.")
-    return Table("\n".join(lines) + note + caption + "\n")
+    body = "\n".join(lines) if rows else "No claim of this chapter has all its records yet."
+    return Table(body + note + caption + "\n")
 
 
 def _claim_chapter(claim_id: str) -> str | None:
     from .scorecard import CLAIMS
     return next((c.chapter for c in CLAIMS if c.id == claim_id), None)
+
+
+def verdict_summary(card: dict, chapter: str) -> str:
+    """One sentence counting a chapter's verdicts on the instrument, and its claims not yet measured."""
+    from .scorecard import claims_of
+    counts = verdict_counts(card, chapter)
+    owned = sum(c.kind == "claim" for c in claims_of(chapter))
+    pending = owned - sum(counts.values())
+    text = (f"Of the chapter's {owned} claims on the instrument, {counts['reproduced']} reproduced, "
+            f"{counts['not resolved']} not resolved and {counts['reversed']} reversed")
+    return text + (f"; {pending} not yet measured (their records are missing)." if pending else ".")
 
 
 def verdict_counts(card: dict, chapter: str | None = None) -> dict[str, int]:

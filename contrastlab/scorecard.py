@@ -33,7 +33,8 @@ from pathlib import Path
 
 from . import experiments, stats
 
-__all__ = ["CLAIMS", "INSTRUMENT", "Arm", "Claim", "Instrument", "claims_of", "compute", "scorecard"]
+__all__ = ["CLAIMS", "INSTRUMENT", "Arm", "Claim", "Instrument", "arm_values", "calibration", "claims_of", "compute",
+           "format_text", "missing_configs", "records_seconds", "scorecard"]
 
 
 @dataclass(frozen=True)
