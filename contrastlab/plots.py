@@ -353,12 +353,17 @@ def _grouped(items: list[tuple[str, dict]], keys: Sequence[str], metric: str) ->
     return groups
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single seed, which has no spread to show)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def _spread_text(m: float, s: float, n: int) -> str:
+    return f"{m:.3f}\n±{s:.3f} (n={n})" if n > 1 else f"{m:.3f}\n(one seed)"
 
 
 def ablation_bars(records, by: str | Sequence[str] = "method.temperature", metric: str = "knn_acc") -> Figure:
-    """Mean and standard deviation over seeds of ``metric``, one bar per value of the config key(s) ``by``.
+    """Mean and standard error over seeds of ``metric``, one bar per value of the config key(s) ``by``.
 
     Records are grouped by ``record["config"]`` at the dotted key(s), e.g. "method.temperature"
     reads ``record["config"]["method"]["temperature"]``; the records of a group should differ
@@ -371,30 +376,32 @@ def ablation_bars(records, by: str | Sequence[str] = "method.temperature", metri
         metric: a key of ``record["metrics"]`` (or the last value of a curve).
 
     Returns:
-        a Figure with one axes; the error bars are the sample std (0 for a single seed).
+        a Figure with one axes; the error bars are the standard error of the mean (none for a single seed).
     """
     keys = (by,) if isinstance(by, str) else tuple(by)
     items = _records(records)
     groups = _grouped(items, keys, metric)
     order = sorted(groups, key=lambda k: tuple(map(_sort_key, k)))
-    stats = [_mean_std(groups[k]) for k in order]
+    stats = [_mean_se(groups[k]) for k in order]
     fig, axes = _figure(width=max(4.0, 0.8 * len(order) + 1.5), caption=source_caption([r for _, r in items]))
     ax = axes[0, 0]
     xs = np.arange(len(order))
     ax.bar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], capsize=4, color="tab:blue", alpha=0.8)
     for x, (m, s), k in zip(xs, stats, order):
-        ax.annotate(f"{m:.3f}\nn={len(groups[k])}", (x, m + s), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=7)
+        n = len(groups[k])
+        ax.annotate(f"{m:.3f}\nn={n}" if n > 1 else f"{m:.3f}\none seed", (x, m + s), xytext=(0, 3),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(xs, [", ".join(map(str, k)) for k in order])
     ax.set(xlabel=", ".join(keys), ylabel=metric)
-    ax.set_title(f"{metric}: mean ± std over seeds", fontsize=10)
+    single = all(len(v) == 1 for v in groups.values())
+    ax.set_title(f"{metric}: one seed each" if single else f"{metric}: mean ± SE over seeds", fontsize=10)
     ax.margins(y=0.15)
     return fig
 
 
 def ablation_heatmap(records, x: str = "method.temperature", y: str = "train.batch_size",
                      metric: str = "knn_acc") -> Figure:
-    """A grid of ``metric`` (mean ± std over seeds) over two config keys; missing cells stay blank.
+    """A grid of ``metric`` (mean ± SE over seeds) over two config keys; missing cells stay blank.
 
     Args:
         records: result records (see the module docstring).
@@ -403,7 +410,8 @@ def ablation_heatmap(records, x: str = "method.temperature", y: str = "train.bat
         metric: a key of ``record["metrics"]`` (or the last value of a curve).
 
     Returns:
-        a Figure with one axes and a colour bar; each cell is annotated with mean, std and n.
+        a Figure with one axes and a colour bar; each cell is annotated with mean, SE and n
+        (a single seed says so instead of printing a spread of zero).
     """
     items = _records(records)
     groups = _grouped(items, (x, y), metric)
@@ -414,16 +422,17 @@ def ablation_heatmap(records, x: str = "method.temperature", y: str = "train.bat
                         caption=source_caption([r for _, r in items]))
     ax = axes[0, 0]
     for (vx, vy), values in groups.items():
-        grid[ys.index(vy), xs.index(vx)] = _mean_std(values)[0]
+        grid[ys.index(vy), xs.index(vx)] = _mean_se(values)[0]
     image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", origin="lower", aspect="auto")
     mid = np.nanmin(grid) + 0.5 * (np.nanmax(grid) - np.nanmin(grid))
     for (vx, vy), values in groups.items():
-        m, s = _mean_std(values)
-        ax.text(xs.index(vx), ys.index(vy), f"{m:.3f}\n±{s:.3f} (n={len(values)})", ha="center", va="center",
+        m, s = _mean_se(values)
+        ax.text(xs.index(vx), ys.index(vy), _spread_text(m, s, len(values)), ha="center", va="center",
                 fontsize=7, color="white" if m < mid else "black")
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-    ax.set(xlabel=x, ylabel=y, title=f"{metric} (mean ± std over seeds)")
+    single = all(len(v) == 1 for v in groups.values())
+    ax.set(xlabel=x, ylabel=y, title=f"{metric} (one seed each)" if single else f"{metric} (mean ± SE over seeds)")
     fig.colorbar(image, ax=ax, label=metric)
     return fig
 

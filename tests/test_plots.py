@@ -122,12 +122,16 @@ def test_ablation_bars(tmp_path):
         plots.ablation_bars(records, metric="top5")
 
 
-def test_ablation_bars_std_over_seeds():
+def test_ablation_bars_se_over_seeds():
     records = [make_record(temperature=0.1, seed=s, knn=k) for s, k in enumerate((0.80, 0.82, 0.84))]
     ax = visible_axes(plots.ablation_bars(records))[0]
     assert ax.patches[0].get_height() == pytest.approx(0.82)
-    err_segments = ax.collections[0].get_segments()[0]              # the error bar: mean -+ sample std
-    assert err_segments[:, 1] == pytest.approx([0.80, 0.84])
+    err_segments = ax.collections[0].get_segments()[0]              # the error bar: mean -+ standard error
+    se = 0.02 / 3 ** 0.5
+    assert err_segments[:, 1] == pytest.approx([0.82 - se, 0.82 + se])
+    assert "mean ± SE" in ax.get_title()
+    one = visible_axes(plots.ablation_bars([make_record(temperature=0.1, seed=0)]))[0]
+    assert "one seed each" in one.get_title() and "±" not in one.get_title()
 
 
 def test_ablation_heatmap(tmp_path):
@@ -268,3 +272,37 @@ def test_importing_contrastlab_does_not_import_matplotlib():
     code = ("import sys, contrastlab, contrastlab.analysis; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _card():
+    refs = {"random_init": [0.60, 0.62, 0.70], "raw_pixels": [0.23] * 3, "supervised": [0.99] * 3,
+            "simclr": [0.95, 0.97, 0.98]}
+    arm = lambda name, v, diff=False: {"name": name, "values": v, "difference": diff}
+    return {"instrument": {"name": "bench", "dataset": "shapes", "budget": "bench", "references": refs},
+            "claims": [{"chapter": "05", "setting": "shapes, budget bench", "metric": "linear_acc", "claim": "a beats b",
+                        "verdict": "reproduced", "arms": [arm("a", [0.95, 0.97, 0.98]), arm("b", [0.9, 0.91, 0.92])]},
+                       {"chapter": "05", "setting": "shapes, budget bench", "metric": "linear_acc", "claim": "gain",
+                        "verdict": "reproduced", "arms": [arm("g", [0.1] * 3, True), arm("h", [0.0] * 3, True)]},
+                       {"chapter": "03", "setting": "analysis", "metric": "nats", "claim": "bound",
+                        "verdict": "reproduced", "arms": [arm("x", [1.0] * 3), arm("y", [0.5] * 3)]}]}
+
+
+def test_claim_arms_draws_each_accuracy_claim_over_the_reference_bands(tmp_path):
+    fig = plots.claim_arms(_card(), "05")
+    saved(fig, tmp_path, "claim_arms")
+    axes = visible_axes(fig)
+    assert len(axes) == 1                                            # the difference claim is left to the table
+    ax = axes[0]
+    assert [p.get_height() for p in ax.patches if p.get_height() < 1][-2:] == pytest.approx([0.9667, 0.91], abs=1e-3)
+    assert any("untrained encoder (mean ± SD, n = 3)" == line.get_label() for line in ax.lines)
+    with pytest.raises(ValueError, match="no accuracy claim of chapter '03'"):
+        plots.claim_arms(_card(), "03")
+
+
+def test_reference_bands_shows_every_seed(tmp_path):
+    fig = plots.reference_bands(_card()["instrument"]["references"])
+    saved(fig, tmp_path, "references")
+    ax = visible_axes(fig)[0]
+    from matplotlib.collections import PathCollection
+    assert sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)) == 12
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "untrained encoder"
