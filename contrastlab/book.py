@@ -420,14 +420,15 @@ def claims_table(card: dict, chapter: str | None = None) -> Table:
              "| :-- | :-- | --: | --: | --: | :-- |"]
     for c in rows:
         a, b = c["arms"]
-        lines.append(f"| {c['claim']} | {c['paper']} | {a['name']}: {mean_se(a['values'], c['metric'])} | "
+        lines.append(f"| {c['claim']} (ours: {c['setting']}) | {c['paper']} | {a['name']}: {mean_se(a['values'], c['metric'])} | "
                      f"{b['name']}: {mean_se(b['values'], c['metric'])} | {difference(c)}"
                      f"{' (paired)' if c['paired'] else ''} | **{c['verdict']}** |")
     pending = [i for i in card["pending"] if chapter is None or _claim_chapter(i) == chapter]
     note = (f"\n\nNot yet measured (records missing): {', '.join(f'`{i}`' for i in pending)}." if pending else "")
     ins = card["instrument"]
-    caption = (f"\n\nOurs: the `{ins['name']}` instrument ({ins['dataset']}, {ins['metric']}; each value one seed) "
-               "unless the claim names another setting; the paper's numbers are the paper's, on its own data. "
+    caption = (f"\n\nOurs: per-seed values on the setting each claim names (the `{ins['name']}` instrument is "
+               f"{ins['dataset']}, budget {ins['budget']}, metric {ins['metric']}); the paper's numbers are the paper's, "
+               "on its own data. "
                "Verdict: reproduced if the 95% interval of a − b lies above 0, reversed if below, "
                "otherwise not resolved.")
     body = "\n".join(lines) if rows else "No claim of this chapter has all its records yet."

@@ -264,9 +264,9 @@ def calibration(instrument: Instrument = INSTRUMENT, cache_dir: str | Path | Non
 
 
 def _setting(arm: Arm, instrument: Instrument) -> str:
-    """Where an arm's values come from: 'analysis', or 'DATASET, budget BUDGET'."""
+    """Where an arm's values come from: 'an analysis, no training', or 'DATASET, budget BUDGET'."""
     if arm.analysis is not None:
-        return "analysis"
+        return "an analysis, no training"
     return f"{arm.dataset or instrument.dataset}, budget {arm.budget or instrument.budget}"
 
 
@@ -378,4 +378,4 @@ def format_text(card: dict) -> str:
 
 def _mean_se_text(values) -> str:
     mean, se, n = stats.mean_se(values)
-    return f"{mean:.4f} +- {se:.4f} (n = {n})"
+    return f"{mean:.4f} (n = {n}, all equal)" if se == 0 else f"{mean:.4f} +- {se:.4f} (n = {n})"

@@ -64,9 +64,9 @@ def test_chapters_show_the_claims_they_own():
 
 
 def test_verdict_sentence_carries_the_scorecard_verdict():
-    card = {"instrument": {"name": "x", "dataset": "d", "metric": "linear_acc"}, "pending": [],
+    card = {"instrument": {"name": "x", "dataset": "d", "budget": "bench", "metric": "linear_acc"}, "pending": [],
             "claims": [{"id": "c", "chapter": "05", "metric": "linear_acc", "paired": True, "kind": "claim",
-                        "claim": "a beats b", "paper": "p", "diff": 0.02, "half_width": 0.01,
+                        "claim": "a beats b", "paper": "p", "setting": "d, budget bench", "diff": 0.02, "half_width": 0.01,
                         "verdict": "reproduced",
                         "arms": [{"name": "a", "values": [0.81, 0.82, 0.83]},
                                  {"name": "b", "values": [0.79, 0.80, 0.81]}]}]}

@@ -283,7 +283,7 @@ def _card():
                         "verdict": "reproduced", "arms": [arm("a", [0.95, 0.97, 0.98]), arm("b", [0.9, 0.91, 0.92])]},
                        {"chapter": "05", "setting": "shapes, budget bench", "metric": "linear_acc", "claim": "gain",
                         "verdict": "reproduced", "arms": [arm("g", [0.1] * 3, True), arm("h", [0.0] * 3, True)]},
-                       {"chapter": "03", "setting": "analysis", "metric": "nats", "claim": "bound",
+                       {"chapter": "03", "setting": "an analysis, no training", "metric": "nats", "claim": "bound",
                         "verdict": "reproduced", "arms": [arm("x", [1.0] * 3), arm("y", [0.5] * 3)]}]}
 
 

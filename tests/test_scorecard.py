@@ -31,7 +31,9 @@ def test_missing_records_leave_claims_pending(tmp_path):
     assert card["claims"] == [] and card["pending"] == ["tiny-simclr-vs-random", "tiny-gain"]
     assert card["instrument"]["references"]["simclr"] == []
     n = len(scorecard.missing_configs(TINY, TINY_CLAIMS, tmp_path))
-    assert n == 3 * 4    # 4 references (SimCLR and random init are also the claims' arms) x 3 seeds
+    # 3 trained references x 3 seeds (SimCLR and random init are also the claims' arms), and raw pixels
+    # once: nothing is trained and no seed enters its record
+    assert n == 3 * 3 + 1
 
 
 def test_compute_fills_every_cell_and_the_verdicts_follow_the_rule(tiny_cache):
