@@ -112,7 +112,6 @@ def _infonce_estimate(n: int, mi: float) -> Callable[[int], float]:
         from .analysis import mi_bound_experiment
         out = mi_bound_experiment(batch_sizes=(n,), mis=(mi,), critic="optimal", eval_samples=4096, seed=seed)
         return out["runs"][0]["estimate"][0]
-    measure.__qualname__ = f"infonce_estimate(N={n}, I={mi})"
     return measure
 
 
@@ -230,9 +229,10 @@ def arm_value(arm: Arm, metric: str, instrument: Instrument, seed: int, cache_di
     return value
 
 
-def arm_values(arm: Arm, metric: str, instrument: Instrument = INSTRUMENT,
+def arm_values(arm: Arm, metric: str, instrument: Instrument | None = None,
                cache_dir: str | Path | None = None) -> list[float] | None:
     """The arm's per-seed values, in seed order; None unless every seed has its records."""
+    instrument = instrument or INSTRUMENT
     cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
     values = [arm_value(arm, metric, instrument, s, cache_dir) for s in instrument.seeds]
     return None if any(v is None for v in values) else values
@@ -247,8 +247,9 @@ def _cell_seconds(arm: Arm, instrument: Instrument, cache_dir: Path) -> list[flo
     return out
 
 
-def calibration(instrument: Instrument = INSTRUMENT, cache_dir: str | Path | None = None) -> dict:
+def calibration(instrument: Instrument | None = None, cache_dir: str | Path | None = None) -> dict:
     """The instrument's references (per-seed values), range, seed SD of SimCLR and MDD at n = 3 and 5."""
+    instrument = instrument or INSTRUMENT
     cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
     refs = {name: arm_values(arm, instrument.metric, instrument, cache_dir) for name, arm in instrument.references}
     out = {"name": instrument.name, "budget": instrument.budget, "dataset": instrument.dataset,
@@ -270,8 +271,10 @@ def _setting(arm: Arm, instrument: Instrument) -> str:
     return f"{arm.dataset or instrument.dataset}, budget {arm.budget or instrument.budget}"
 
 
-def records_seconds(instrument: Instrument = INSTRUMENT, claims=CLAIMS, cache_dir: str | Path | None = None) -> list[float]:
+def records_seconds(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None) -> list[float]:
     """The wall time of every stored record the scorecard reads (each counted once)."""
+    instrument = instrument or INSTRUMENT
+    claims = CLAIMS if claims is None else claims
     cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
     arms = [arm for _, arm in instrument.references] + [arm for c in claims for arm in (c.a, c.b)]
     seen, out = set(), []
@@ -285,10 +288,12 @@ def records_seconds(instrument: Instrument = INSTRUMENT, claims=CLAIMS, cache_di
     return out
 
 
-def scorecard(instrument: Instrument = INSTRUMENT, claims=CLAIMS, cache_dir: str | Path | None = None) -> dict:
+def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None) -> dict:
     """The scorecard as a JSON-able dict: ``instrument`` (calibration) and ``claims``, each with its
     arms' per-seed values, ``diff``, ``se``, ``df``, ``half_width`` and ``verdict``
     (`contrastlab.stats.compare_arms`); claims whose records are missing are listed in ``pending``."""
+    instrument = instrument or INSTRUMENT
+    claims = CLAIMS if claims is None else claims
     cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
     done, pending = [], []
     for c in claims:
@@ -311,9 +316,11 @@ def scorecard(instrument: Instrument = INSTRUMENT, claims=CLAIMS, cache_dir: str
 # computing the missing records
 
 
-def missing_configs(instrument: Instrument = INSTRUMENT, claims=CLAIMS, cache_dir: str | Path | None = None,
+def missing_configs(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None,
                     chapter: str | None = None) -> list[experiments.ExperimentConfig]:
     """The experiments whose records the references and ``claims`` (of ``chapter``) still lack, in order."""
+    instrument = instrument or INSTRUMENT
+    claims = CLAIMS if claims is None else claims
     cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
     arms = [arm for _, arm in instrument.references] if chapter is None else []
     arms += [arm for c in claims if chapter is None or c.chapter == chapter for arm in (c.a, c.b)]
@@ -336,12 +343,14 @@ def _one_cell(config: experiments.ExperimentConfig, cache_dir: str) -> str:
            f"({record['provenance']['wall_time_s']:.0f} s)"
 
 
-def compute(jobs: int = 2, *, instrument: Instrument = INSTRUMENT, claims=CLAIMS, cache_dir: str | Path | None = None,
+def compute(jobs: int = 2, *, instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None,
             chapter: str | None = None, log=print) -> int:
     """Train every missing cell, ``jobs`` processes at a time (one thread each); returns the count.
 
     Each record is written atomically as its cell finishes, so an interrupted compute resumes
     where it stopped (and a cell cut off mid-training resumes from its checkpoint)."""
+    instrument = instrument or INSTRUMENT
+    claims = CLAIMS if claims is None else claims
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
     cache_dir = str(cache_dir if cache_dir is not None else experiments.default_cache_dir())
@@ -349,12 +358,20 @@ def compute(jobs: int = 2, *, instrument: Instrument = INSTRUMENT, claims=CLAIMS
     log(f"{len(todo)} cells to train, {jobs} at a time")
     if not todo:
         return 0
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    os.environ.update(env)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_one_cell, config, cache_dir) for config in todo]
-        for i, future in enumerate(as_completed(futures), 1):
-            log(f"[{i}/{len(todo)}] {future.result()}")
+    # the workers read these when they start (before torch is imported there); restored afterwards
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update(dict.fromkeys(saved, "1"))
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_one_cell, config, cache_dir) for config in todo]
+            for i, future in enumerate(as_completed(futures), 1):
+                log(f"[{i}/{len(todo)}] {future.result()}")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return len(todo)
 
 
