@@ -233,7 +233,7 @@ def arm_values(arm: Arm, metric: str, instrument: Instrument | None = None,
                cache_dir: str | Path | None = None) -> list[float] | None:
     """The arm's per-seed values, in seed order; None unless every seed has its records."""
     instrument = instrument or INSTRUMENT
-    cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
+    cache_dir = _cache(cache_dir)
     values = [arm_value(arm, metric, instrument, s, cache_dir) for s in instrument.seeds]
     return None if any(v is None for v in values) else values
 
@@ -250,7 +250,7 @@ def _cell_seconds(arm: Arm, instrument: Instrument, cache_dir: Path) -> list[flo
 def calibration(instrument: Instrument | None = None, cache_dir: str | Path | None = None) -> dict:
     """The instrument's references (per-seed values), range, seed SD of SimCLR and MDD at n = 3 and 5."""
     instrument = instrument or INSTRUMENT
-    cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
+    cache_dir = _cache(cache_dir)
     refs = {name: arm_values(arm, instrument.metric, instrument, cache_dir) for name, arm in instrument.references}
     out = {"name": instrument.name, "budget": instrument.budget, "dataset": instrument.dataset,
            "metric": instrument.metric, "seeds_per_cell": len(instrument.seeds),
@@ -271,21 +271,36 @@ def _setting(arm: Arm, instrument: Instrument) -> str:
     return f"{arm.dataset or instrument.dataset}, budget {arm.budget or instrument.budget}"
 
 
-def records_seconds(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None) -> list[float]:
-    """The wall time of every stored record the scorecard reads (each counted once)."""
-    instrument = instrument or INSTRUMENT
-    claims = CLAIMS if claims is None else claims
-    cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
-    arms = [arm for _, arm in instrument.references] + [arm for c in claims for arm in (c.a, c.b)]
+def _cells(arms, instrument: Instrument, cache_dir: Path) -> list[tuple[experiments.ExperimentConfig, Path]]:
+    """Every (config, record path) the ``arms`` read over the instrument's seeds, each path once, in
+    order: arm by arm, every seed (a difference arm's other run follows its own)."""
     seen, out = set(), []
     for arm in arms:
         for seed in instrument.seeds:
             for config in arm.configs(instrument, seed):
                 path = experiments.record_path(experiments.resolve(config), cache_dir)
-                if path not in seen and path.exists():
+                if path not in seen:
                     seen.add(path)
-                    out.append(json.loads(path.read_text())["provenance"]["wall_time_s"])
+                    out.append((config, path))
     return out
+
+
+def _arms(instrument: Instrument, claims, chapter: str | None = None) -> list[Arm]:
+    """The references (unless one chapter is asked for), then both arms of each claim (of ``chapter``)."""
+    arms = [arm for _, arm in instrument.references] if chapter is None else []
+    return arms + [arm for c in claims if chapter is None or c.chapter == chapter for arm in (c.a, c.b)]
+
+
+def _cache(cache_dir) -> Path:
+    return Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
+
+
+def records_seconds(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None) -> list[float]:
+    """The wall time of every stored record the scorecard reads (each counted once)."""
+    instrument = instrument or INSTRUMENT
+    claims = CLAIMS if claims is None else claims
+    return [json.loads(path.read_text())["provenance"]["wall_time_s"]
+            for _, path in _cells(_arms(instrument, claims), instrument, _cache(cache_dir)) if path.exists()]
 
 
 def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None) -> dict:
@@ -294,7 +309,7 @@ def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str 
     (`contrastlab.stats.compare_arms`); claims whose records are missing are listed in ``pending``."""
     instrument = instrument or INSTRUMENT
     claims = CLAIMS if claims is None else claims
-    cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
+    cache_dir = _cache(cache_dir)
     done, pending = [], []
     for c in claims:
         a, b = (arm_values(arm, c.metric, instrument, cache_dir) for arm in (c.a, c.b))
@@ -321,18 +336,8 @@ def missing_configs(instrument: Instrument | None = None, claims=None, cache_dir
     """The experiments whose records the references and ``claims`` (of ``chapter``) still lack, in order."""
     instrument = instrument or INSTRUMENT
     claims = CLAIMS if claims is None else claims
-    cache_dir = Path(cache_dir) if cache_dir is not None else experiments.default_cache_dir()
-    arms = [arm for _, arm in instrument.references] if chapter is None else []
-    arms += [arm for c in claims if chapter is None or c.chapter == chapter for arm in (c.a, c.b)]
-    seen, out = set(), []
-    for arm in arms:                       # the references first, then claim by claim, every seed
-        for seed in instrument.seeds:
-            for config in arm.configs(instrument, seed):
-                path = experiments.record_path(experiments.resolve(config), cache_dir)
-                if path not in seen and not path.exists():
-                    seen.add(path)
-                    out.append(config)
-    return out
+    cells = _cells(_arms(instrument, claims, chapter), instrument, _cache(cache_dir))
+    return [config for config, path in cells if not path.exists()]
 
 
 def _one_cell(config: experiments.ExperimentConfig, cache_dir: str) -> str:
@@ -353,7 +358,7 @@ def compute(jobs: int = 2, *, instrument: Instrument | None = None, claims=None,
     claims = CLAIMS if claims is None else claims
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
-    cache_dir = str(cache_dir if cache_dir is not None else experiments.default_cache_dir())
+    cache_dir = str(_cache(cache_dir))
     todo = missing_configs(instrument, claims, cache_dir, chapter)
     log(f"{len(todo)} cells to train, {jobs} at a time")
     if not todo:
