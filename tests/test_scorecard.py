@@ -19,11 +19,38 @@ TINY_CLAIMS = (
 )
 
 
+# four trained encoders (SimCLR at four temperatures) for a rank claim; the references add two more
+TINY_TEMPERATURES = (0.1, 0.3, 1.0, 3.0)
+TINY_RANKED = TINY_CLAIMS + tuple(
+    Claim(f"tiny-tau-{t}", None, "10", "temperatures", "paper", Arm(f"tau {t}", overrides={"method.temperature": t}),
+          Arm("random", "random_init"), paired=False) for t in TINY_TEMPERATURES)
+TINY_RANK = (scorecard.RankClaim("tiny-alignment", 13, "10", "aligned encoders probe better", "paper",
+                                 "final.alignment", -1),)
+
+
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("records")
-    assert scorecard.compute(1, instrument=TINY, claims=TINY_CLAIMS, cache_dir=cache, log=lambda s: None) > 0
+    assert scorecard.compute(1, instrument=TINY, claims=TINY_RANKED, cache_dir=cache, log=lambda s: None) > 0
     return cache
+
+
+def test_rank_claims_correlate_every_trained_encoder(tiny_cache):
+    names = [arm.name for arm in scorecard.encoders(TINY_RANKED)]
+    assert names == ["SimCLR"] + [f"tau {t}" for t in TINY_TEMPERATURES]   # baselines and differences' copies left out
+    card = scorecard.scorecard(TINY, TINY_RANKED, cache_dir=tiny_cache, rank_claims=TINY_RANK)
+    (corr,) = card["correlations"]
+    assert corr["n"] == 5 and [p["name"] for p in corr["encoders"]] == names
+    for point, arm in zip(corr["encoders"], scorecard.encoders(TINY_RANKED)):
+        records = [json.loads(experiments.record_path(experiments.resolve(c), tiny_cache).read_text())
+                   for s in TINY.seeds for c in arm.configs(TINY, s)]
+        assert point["statistic"] == pytest.approx(statistics.mean(r["curves"]["alignment"][-1] for r in records))
+        assert point["metric"] == pytest.approx(statistics.mean(r["metrics"]["linear_acc"] for r in records))
+    again = stats.rank_correlation([p["statistic"] for p in corr["encoders"]],
+                                   [p["metric"] for p in corr["encoders"]], direction=-1)
+    assert (corr["rho"], corr["low"], corr["high"], corr["verdict"]) == (again.rho, again.low, again.high, again.verdict)
+    short = scorecard.scorecard(TINY, TINY_CLAIMS, cache_dir=tiny_cache, rank_claims=TINY_RANK)
+    assert short["correlations"] == [] and "tiny-alignment" in short["pending"]   # one encoder is too few
 
 
 def test_missing_records_leave_claims_pending(tmp_path):
