@@ -62,8 +62,8 @@ TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
 # rule, contrastlab.stats, decides chapters 01-05 and replaces this one there).
 CLEAR = 0.005   # half a point of accuracy: a chapter calls smaller differences no difference
 
-__all__ = ["ABLATION_SCALE", "CLEAR", "REPO_URL", "Chapter", "Source", "Table", "claims_table", "difference",
-           "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct", "points", "setup", "show_source", "table",
+__all__ = ["ABLATION_SCALE", "CLEAR", "REPO_URL", "Chapter", "Source", "Table", "claims_table", "correlations_table",
+           "difference", "facts_table", "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct", "points", "setup", "show_source", "table",
            "verdict", "verdict_counts", "verdict_sentence", "verdict_summary"]
 
 
@@ -391,13 +391,14 @@ def find_claim(card: dict, claim_id: str) -> dict | None:
     Raises:
         KeyError: ``claim_id`` is not a claim of the scorecard at all.
     """
-    for claim in card["claims"]:
+    decided = card["claims"] + card.get("correlations", [])
+    for claim in decided:
         if claim["id"] == claim_id:
             return claim
     if claim_id in card["pending"]:
         return None
     raise KeyError(f"unknown claim {claim_id!r}; expected one of: "
-                   f"{', '.join([c['id'] for c in card['claims']] + card['pending'])}")
+                   f"{', '.join([c['id'] for c in decided] + card['pending'])}")
 
 
 def verdict_sentence(card: dict, claim_id: str) -> str:
@@ -405,6 +406,9 @@ def verdict_sentence(card: dict, claim_id: str) -> str:
     claim = find_claim(card, claim_id)
     if claim is None:
         return f"*{claim_id}: not yet measured (its records are missing).*"
+    if "rho" in claim:                     # a rank claim over encoders
+        return (f"**{claim['verdict']}**: Spearman's rho {claim['rho']:+.2f} over {claim['n']} trained encoders "
+                f"(95% bootstrap interval {claim['low']:+.2f} to {claim['high']:+.2f})")
     a, b = claim["arms"]
     how = "paired by seed" if claim["paired"] else "Welch"
     return (f"**{claim['verdict']}**: {a['name']} {mean_se(a['values'], claim['metric'])} against "
@@ -415,7 +419,7 @@ def verdict_sentence(card: dict, claim_id: str) -> str:
 def claims_table(card: dict, chapter: str | None = None) -> Table:
     """The claims of ``chapter`` (all when None) as a Markdown table: the paper's number and setting,
     both arms as mean ± SE with n, the difference with its 95% interval, and the verdict."""
-    rows = [c for c in card["claims"] if chapter is None or c["chapter"] == chapter]
+    rows = [c for c in card["claims"] if (chapter is None or c["chapter"] == chapter) and c.get("kind", "claim") == "claim"]
     lines = ["| claim | the paper's number (its setting) | arm a | arm b | a − b, 95% interval | verdict |",
              "| :-- | :-- | --: | --: | --: | :-- |"]
     for c in rows:
@@ -436,15 +440,52 @@ def claims_table(card: dict, chapter: str | None = None) -> Table:
 
 
 def _claim_chapter(claim_id: str) -> str | None:
-    from .scorecard import CLAIMS
-    return next((c.chapter for c in CLAIMS if c.id == claim_id), None)
+    from .scorecard import CLAIMS, RANK_CLAIMS
+    return next((c.chapter for c in (*CLAIMS, *RANK_CLAIMS) if c.id == claim_id), None)
+
+
+def _quantity(value: float, metric: str) -> str:
+    """A bookkeeping figure in its unit: bytes as MB, the rest as a plain number."""
+    if metric == "bytes":
+        return f"{value / 1e6:,.1f} MB" if value >= 1e5 else f"{value / 1e3:,.1f} kB"
+    return f"{value:,.0f}"
+
+
+def facts_table(card: dict, chapter: str | None = None) -> Table:
+    """The bookkeeping facts (memory, negatives, time) of ``chapter``: measured once, reported side
+    by side, and not counted among the reproductions."""
+    rows = [c for c in card["claims"] if (chapter is None or c["chapter"] == chapter) and c.get("kind") == "bookkeeping"]
+    lines = ["| fact | the paper's statement | ours, a | ours, b |", "| :-- | :-- | --: | --: |"]
+    for c in rows:
+        a, b = c["arms"]
+        lines.append(f"| {c['claim']} | {c['paper']} | {a['name']}: {_quantity(a['values'][0], c['metric'])} | "
+                     f"{b['name']}: {_quantity(b['values'][0], c['metric'])} |")
+    body = "\n".join(lines) if rows else "No bookkeeping fact of this chapter has its benchmark record yet."
+    return Table(body + "\n\nOurs: one run of `contrastlab.benchmark` (results/benchmarks/methods-cpu.json), every "
+                 "method with the same encoder and batch. Facts of the implementation, not of learned representations: "
+                 "reported, not counted as reproductions.\n")
+
+
+def correlations_table(card: dict, chapter: str | None = None) -> Table:
+    """The rank claims of ``chapter``: Spearman's rho over the trained encoders, its 95% bootstrap
+    interval, and the verdict (reproduced when the interval lies wholly on the paper's side of 0)."""
+    rows = [c for c in card.get("correlations", []) if chapter is None or c["chapter"] == chapter]
+    lines = ["| claim | the paper's finding (its setting) | encoders | Spearman's rho, 95% bootstrap interval | verdict |",
+             "| :-- | :-- | --: | --: | :-- |"]
+    for c in rows:
+        lines.append(f"| {c['claim']} | {c['paper']} | {c['n']} | {c['rho']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | "
+                     f"**{c['verdict']}** |")
+    body = "\n".join(lines) if rows else "No rank claim of this chapter has enough encoders with records yet."
+    return Table(body + "\n\nEach encoder is one trained run of the scorecard's claims on the instrument, read as its "
+                 "mean over seeds: the statistic at the end of training (on normalised h) against the linear probe. "
+                 "The interval resamples the encoders with replacement.\n")
 
 
 def verdict_summary(card: dict, chapter: str) -> str:
     """One sentence counting a chapter's verdicts on the instrument, and its claims not yet measured."""
-    from .scorecard import claims_of
+    from .scorecard import RANK_CLAIMS, claims_of
     counts = verdict_counts(card, chapter)
-    owned = sum(c.kind == "claim" for c in claims_of(chapter))
+    owned = sum(c.kind == "claim" for c in claims_of(chapter)) + sum(c.chapter == chapter for c in RANK_CLAIMS)
     pending = owned - sum(counts.values())
     text = (f"Of the chapter's {owned} claims on the instrument, {counts['reproduced']} reproduced, "
             f"{counts['not resolved']} not resolved and {counts['reversed']} reversed")
@@ -452,11 +493,12 @@ def verdict_summary(card: dict, chapter: str) -> str:
 
 
 def verdict_counts(card: dict, chapter: str | None = None) -> dict[str, int]:
-    """How many of a chapter's claims are reproduced, not resolved and reversed."""
+    """How many of a chapter's claims (rank claims included, bookkeeping facts not) are reproduced,
+    not resolved and reversed."""
     from .stats import VERDICTS
     counts = dict.fromkeys(VERDICTS, 0)
-    for c in card["claims"]:
-        if (chapter is None or c["chapter"] == chapter) and c.get("kind", "claim") == "claim":
+    for c in card["claims"] + card.get("correlations", []):
+        if (chapter is None or c["chapter"] == chapter) and c.get("kind", "claim") != "bookkeeping":
             counts[c["verdict"]] += 1
     return counts
 

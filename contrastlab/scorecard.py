@@ -616,6 +616,8 @@ def format_text(card: dict) -> str:
     if "range" in ins:
         lines.append(f"  range {ins['range']:.3f}, SimCLR seed SD {ins['simclr_sd']:.4f}, "
                      f"MDD {ins['mdd']['3']:.4f} at n = 3, {ins['mdd']['5']:.4f} at n = 5")
+    if ins["cell_seconds"]:
+        lines.append(f"  one SimCLR run: {statistics.median(ins['cell_seconds']):.0f} s of one thread (median)")
     for c in card["claims"]:
         lines.append(f"[{c['verdict']}] {c['id']} (seed claim {c['seed_claim']}, chapter {c['chapter']}): "
                      f"diff {c['diff']:+.4f} +- {c['half_width']:.4f}{' paired' if c['paired'] else ''}")

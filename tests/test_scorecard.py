@@ -159,3 +159,21 @@ def test_published_instrument_resolves_5_percent_of_its_range(published):
 def test_every_seed_claim_1_to_8_is_decided_from_the_records(published):
     decided = {c["seed_claim"] for c in published["claims"]}
     assert set(range(1, 9)) <= decided, f"pending: {published['pending']}"
+
+
+def test_book_counts_rank_claims_and_reports_bookkeeping_apart(tiny_cache):
+    from contrastlab import book
+    facts = (Claim("tiny-fact", 14, "11", "a fact", "paper", Arm("a", analysis=lambda s: 2e6),
+                   Arm("b", analysis=lambda s: 1e6), metric="bytes", kind="bookkeeping"),)
+    card = scorecard.scorecard(TINY, TINY_RANKED + facts, cache_dir=tiny_cache, rank_claims=TINY_RANK)
+    (fact,) = [c for c in card["claims"] if c["kind"] == "bookkeeping"]
+    assert fact["arms"][0]["values"] == [2e6] * 3
+    counts = book.verdict_counts(card, "10")
+    rank_verdict = card["correlations"][0]["verdict"]
+    tau_verdicts = [c["verdict"] for c in card["claims"] if c["id"].startswith("tiny-tau")]
+    assert sum(counts.values()) == len(tau_verdicts) + 1
+    assert counts[rank_verdict] == tau_verdicts.count(rank_verdict) + 1
+    assert sum(book.verdict_counts(card, "11").values()) == 0          # the fact is not counted
+    assert "2.0 MB" in str(book.facts_table(card, "11")) and "| a fact |" not in str(book.claims_table(card, "11"))
+    assert "Spearman's rho" in book.verdict_sentence(card, "tiny-alignment")
+    assert f"{card['correlations'][0]['rho']:+.2f}" in str(book.correlations_table(card, "10"))
