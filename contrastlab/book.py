@@ -451,34 +451,37 @@ def _quantity(value: float, metric: str) -> str:
     return f"{value:,.0f}"
 
 
+def _rows_table(header: list[str], align: str, lines: list[str], empty: str, caption: str) -> Table:
+    """A Markdown table of ready-made row ``lines`` under ``header``, or ``empty``; then ``caption``."""
+    head = ["| " + " | ".join(header) + " |", "| " + " | ".join({"l": ":--", "r": "--:"}[a] for a in align) + " |"]
+    return Table(("\n".join(head + lines) if lines else empty) + "\n\n" + caption + "\n")
+
+
 def facts_table(card: dict, chapter: str | None = None) -> Table:
     """The bookkeeping facts (memory, negatives, time) of ``chapter``: measured once, reported side
     by side, and not counted among the reproductions."""
-    rows = [c for c in card["claims"] if (chapter is None or c["chapter"] == chapter) and c.get("kind") == "bookkeeping"]
-    lines = ["| fact | the paper's statement | ours, a | ours, b |", "| :-- | :-- | --: | --: |"]
-    for c in rows:
-        a, b = c["arms"]
-        lines.append(f"| {c['claim']} | {c['paper']} | {a['name']}: {_quantity(a['values'][0], c['metric'])} | "
-                     f"{b['name']}: {_quantity(b['values'][0], c['metric'])} |")
-    body = "\n".join(lines) if rows else "No bookkeeping fact of this chapter has its benchmark record yet."
-    return Table(body + "\n\nOurs: one run of `contrastlab.benchmark` (results/benchmarks/methods-cpu.json), every "
-                 "method with the same encoder and batch. Facts of the implementation, not of learned representations: "
-                 "reported, not counted as reproductions.\n")
+    lines = [f"| {c['claim']} | {c['paper']} | {c['arms'][0]['name']}: {_quantity(c['arms'][0]['values'][0], c['metric'])} | "
+             f"{c['arms'][1]['name']}: {_quantity(c['arms'][1]['values'][0], c['metric'])} |"
+             for c in card["claims"] if (chapter is None or c["chapter"] == chapter) and c.get("kind") == "bookkeeping"]
+    return _rows_table(["fact", "the paper's statement", "ours, a", "ours, b"], "llrr", lines,
+                       "No bookkeeping fact of this chapter has its benchmark record yet.",
+                       "Ours: one run of `contrastlab.benchmark` (results/benchmarks/methods-cpu.json), every method "
+                       "with the same encoder and batch. Facts of the implementation, not of learned representations: "
+                       "reported, not counted as reproductions.")
 
 
 def correlations_table(card: dict, chapter: str | None = None) -> Table:
     """The rank claims of ``chapter``: Spearman's rho over the trained encoders, its 95% bootstrap
     interval, and the verdict (reproduced when the interval lies wholly on the paper's side of 0)."""
-    rows = [c for c in card.get("correlations", []) if chapter is None or c["chapter"] == chapter]
-    lines = ["| claim | the paper's finding (its setting) | encoders | Spearman's rho, 95% bootstrap interval | verdict |",
-             "| :-- | :-- | --: | --: | :-- |"]
-    for c in rows:
-        lines.append(f"| {c['claim']} | {c['paper']} | {c['n']} | {c['rho']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | "
-                     f"**{c['verdict']}** |")
-    body = "\n".join(lines) if rows else "No rank claim of this chapter has enough encoders with records yet."
-    return Table(body + "\n\nEach encoder is one trained run of the scorecard's claims on the instrument, read as its "
-                 "mean over seeds: the statistic at the end of training (on normalised h) against the linear probe. "
-                 "The interval resamples the encoders with replacement.\n")
+    lines = [f"| {c['claim']} | {c['paper']} | {c['n']} | {c['rho']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | "
+             f"**{c['verdict']}** |"
+             for c in card.get("correlations", []) if chapter is None or c["chapter"] == chapter]
+    return _rows_table(["claim", "the paper's finding (its setting)", "encoders",
+                        "Spearman's rho, 95% bootstrap interval", "verdict"], "llrrl", lines,
+                       "No rank claim of this chapter has enough encoders with records yet.",
+                       "Each encoder is one trained run of the scorecard's claims on the instrument, read as its mean "
+                       "over seeds: the statistic at the end of training (on normalised h) against the linear probe. "
+                       "The interval resamples the encoders with replacement.")
 
 
 def verdict_summary(card: dict, chapter: str) -> str:
