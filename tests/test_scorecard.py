@@ -147,9 +147,6 @@ def test_published_instrument_has_range_and_cost(published):
     assert ins["range"] == pytest.approx(_range(ins))
 
 
-# Not met yet: SimCLR's seed SD on the instrument (about 1.5 points) puts the MDD at 3 seeds near 11% of
-# the range, twice the target (book/measuring). strict: the day it passes, this marker must go.
-@pytest.mark.xfail(strict=True, reason="the instrument's resolution is about twice the 5%-of-range target")
 def test_published_instrument_resolves_5_percent_of_its_range(published):
     ins = published["instrument"]
     sd = statistics.stdev(ins["references"]["simclr"])
