@@ -51,11 +51,11 @@ SCHEDULES = {"smoke": (1, 512, 256), "cpu": (1, 10000, 2000), "gpu": (2, None, N
 
 def lightly_transform(augment: dict):
     """lightly's SimCLRTransform with the distribution of contrastlab's ``augment`` section."""
-    from lightly.transforms import SimCLRTransform
     low, high = augment["crop_scale"]
     if high != 1.0 or not augment["crop"]:
         raise ValueError(f"lightly's SimCLRTransform crops areas (min_scale, 1.0); augment.crop_scale must "
                          f"end at 1.0 with augment.crop on, got crop={augment['crop']}, crop_scale={augment['crop_scale']}")
+    from lightly.transforms import SimCLRTransform
     s = augment["strength"] if augment["color"] else 0.0
     return SimCLRTransform(input_size=augment["size"], cj_prob=0.8 if augment["color"] else 0.0, cj_strength=s,
                            cj_bright=0.8, cj_contrast=0.8, cj_sat=0.8, cj_hue=0.2, min_scale=low,
