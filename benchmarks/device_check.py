@@ -117,6 +117,7 @@ def step_p1(sizes: dict, out: Path) -> dict:
                     row["error"] = f"{type(e).__name__}: {e}"
                     errors.append(row["error"])
                 runs.append(row)
+                _partial(out, "p1", {"runs": runs})
     figures = {"settings": {**sizes["step"], "small_size": sizes["small_size"], "device": sizes["device"]},
                "runs": runs}
     if errors:
@@ -190,11 +191,17 @@ def step_notebooks(sizes: dict, out: Path) -> dict:
             chapters[path.stem] = {"status": "failed", "error": re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e))[-1500:]}
             failed.append(path.stem)
         chapters[path.stem]["seconds"] = round(time.perf_counter() - tic, 2)
+        _partial(out, "notebooks", {"chapters": chapters, "results": str(results)})
         print(path.name, chapters[path.stem]["status"], chapters[path.stem]["seconds"], "s", flush=True)
     figures = {"chapters": chapters, "results": str(results)}
     if failed:
         raise StepFailed(f"chapters failed: {', '.join(failed)}", figures)
     return figures
+
+
+def _partial(out: Path, name: str, figures: dict) -> None:
+    """The figures a step has so far: what the check records if the step runs out of time."""
+    (out / f"step-{name}.partial.json").write_text(json.dumps(figures, default=str) + "\n")
 
 
 STEPS = {"cuda_tests": step_cuda_tests, "p1": step_p1, "p4": step_p4, "p2": step_p2, "train": step_train,
@@ -256,22 +263,25 @@ def check(mode: str, out: Path, steps=None, log=print) -> dict:
     for name in steps:
         limit = SIZES[mode]["timeouts"][name]
         log(f"::: {name} (at most {limit} s)")
-        (out / f"step-{name}.json").unlink(missing_ok=True)
+        for stale in (out / f"step-{name}.json", out / f"step-{name}.partial.json"):
+            stale.unlink(missing_ok=True)
         start = time.perf_counter()
         # a process group of its own, so that on time-out the step's children (kernels, workers) end too
         proc = subprocess.Popen(_step_command(name, mode, out), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True)
         timed_out = _relay(proc, limit, log)
         seconds = round(time.perf_counter() - start, 2)
-        result_file = out / f"step-{name}.json"
-        if timed_out:
-            result = {"status": "failed", "figures": {}, "error": f"timed out after {limit} s"}
+        result_file, partial = out / f"step-{name}.json", out / f"step-{name}.partial.json"
+        if timed_out:   # the figures of what it finished, if it kept any
+            figures = json.loads(partial.read_text()) if partial.exists() else {}
+            result = {"status": "failed", "figures": figures, "error": f"timed out after {limit} s"}
         elif result_file.exists():
             result = json.loads(result_file.read_text())
             result_file.unlink()
         else:
             result = {"status": "failed", "figures": {}, "error": f"the step's process exited {proc.returncode} "
                                                                   "without a result"}
+        partial.unlink(missing_ok=True)
         record["steps"].append({"name": name, "status": result["status"], "seconds": seconds,
                                 "figures": result["figures"], "error": result["error"]})
         record["seconds"] = round(time.perf_counter() - tic, 2)

@@ -84,17 +84,19 @@ def test_run_step_records_failures_with_their_figures(device_check, tmp_path, mo
 
 def test_check_times_every_step_and_goes_on_after_a_failure(device_check, tmp_path, monkeypatch):
     # Each step's child is replaced by a small program: one that succeeds, one that fails with figures,
-    # one that crashes without a result, one that hangs past its limit; the step after them still runs.
+    # one that crashes without a result, one that hangs past its limit after keeping partial figures;
+    # the step after them still runs.
     programs = {
         "cuda_tests": "print('hello'); w({'status': 'ok', 'figures': {'passed': 3}, 'error': None})",
         "p1": "w({'status': 'failed', 'figures': {'runs': []}, 'error': 'bf16 failed'})",
         "p4": "raise SystemExit(3)",
-        "p2": "import time; time.sleep(60)",
+        "p2": "import time; open(partial, 'w').write(json.dumps({'runs': [1]})); time.sleep(60)",
         "train": "w({'status': 'ok', 'figures': {}, 'error': None})",
     }
 
     def command(name, mode, out):
-        write = f"import json; w = lambda r: open({str(out / f'step-{name}.json')!r}, 'w').write(json.dumps(r))"
+        write = (f"import json; w = lambda r: open({str(out / f'step-{name}.json')!r}, 'w').write(json.dumps(r)); "
+                 f"partial = {str(out / f'step-{name}.partial.json')!r}")
         return [sys.executable, "-c", f"{write}\n{programs[name]}"]
     monkeypatch.setattr(device_check, "_step_command", command)
     monkeypatch.setitem(device_check.SIZES["dry"], "timeouts", {name: 2 for name in programs})
@@ -108,6 +110,7 @@ def test_check_times_every_step_and_goes_on_after_a_failure(device_check, tmp_pa
     assert steps["p1"]["error"] == "bf16 failed" and steps["p1"]["figures"] == {"runs": []}
     assert steps["p4"]["error"] == "the step's process exited 3 without a result"
     assert steps["p2"]["error"] == "timed out after 2 s" and 2 <= steps["p2"]["seconds"] < 30
+    assert steps["p2"]["figures"] == {"runs": [1]}
     assert record["mode"] == "dry" and record["machine"]["python"] and record["seconds"] >= steps["p2"]["seconds"]
     assert not list(tmp_path.glob("step-*.json"))   # the per-step files are folded into the record
 
