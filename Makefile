@@ -7,8 +7,9 @@
 #   make test-book    open the built book in headless Chromium and check every page
 #   make records CHAPTER=05   recompute every record chapter 05 uses (and train its missing instrument cells)
 #   make scorecard    train every missing cell of the measuring instrument, then print the scorecard
+#   make device-check the GPU claims measured in one command (DEVICE_CHECK=dry: on the CPU at smoke sizes)
 #
-# CI (.ci/run) runs `make test`, `make book-smoke`, `make test-book`, in that order.
+# CI (.ci/run) runs `make test`, `make book-smoke`, `make test-book`, then the dry device check.
 #
 # PYTHON selects the interpreter, e.g. `make test PYTHON=.venv/bin/python`.
 
@@ -28,7 +29,7 @@ BOOK_FLAGS ?= -W -n --keep-going --all
 SETUP_STAMP := _build/.setup-stamp-$(subst /,_,$(PYTHON))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data mathjax chromium test book book-smoke test-book records scorecard strip clean
+.PHONY: help setup data mathjax chromium test book book-smoke test-book records scorecard device-check strip clean
 
 ## help: list the targets with their description
 help:
@@ -92,6 +93,11 @@ records: setup
 ## scorecard: train the measuring instrument's missing cells (two at a time, one thread each), then print the scorecard
 scorecard: setup
 	$(PYTHON) -m contrastlab scorecard --compute --jobs 2
+
+## device-check: prepare .device-data/ when missing, then run benchmarks/device_check.sh into _build/device-check (DEVICE_CHECK=dry: CPU, smoke sizes)
+device-check:
+	@test -d .device-data/wheels || PYTHON=$(PYTHON) benchmarks/device_check.sh --prepare
+	PYTHON=$(PYTHON) benchmarks/device_check.sh _build/device-check
 
 ## strip: remove outputs and execution counts from notebooks/*.ipynb (do this before committing)
 strip:
