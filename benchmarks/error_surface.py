@@ -58,7 +58,7 @@ class Env:
         self.env = {**os.environ, "PYTHONPATH": str(root), "CONTRASTLAB_BUDGET": "smoke",
                     "CUDA_VISIBLE_DEVICES": "", "CONTRASTLAB_DEBUG": "", "PYTHONWARNINGS": "ignore"}
 
-    def python(self, args, *, timeout=300, env=None, cwd=None):
+    def python(self, args, *, timeout=240, env=None, cwd=None):
         return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
                               env={**self.env, **(env or {})}, cwd=cwd or self.work)
 
@@ -328,7 +328,6 @@ CASES = [
     ("compare --set train.batch_size=64.0", "cli", "error", _compare("--set", "train.batch_size=64.0")),
     ("compare --set train.nosuch=1", "cli", "error", _compare("--set", "train.nosuch=1")),
     ("compare --set without =", "cli", "error", _compare("--set", "train.epochs")),
-    ("scorecard --jobs 0", "cli", "error", lambda env: env.cli(["scorecard", "--jobs", "0"])),
     ("eval a missing file", "cli", "error", lambda env: env.cli(["eval", str(env.work / "nope.pt")])),
     ("eval a garbage file", "cli", "error", _eval_garbage),
     ("eval a checkpoint with a flipped bit", "cli", "error", _eval_flipped),
@@ -405,7 +404,10 @@ def main(argv=None) -> int:
             if (args.only and kind != args.only) or (args.k and args.k not in name):
                 continue
             tic = time.perf_counter()
-            got = how(env)
+            try:
+                got = how(env)
+            except subprocess.TimeoutExpired as e:      # counted as a hang, not a crash of this script
+                got = subprocess.CompletedProcess(e.cmd, -9, "", "timed out"), "hang"
             done, override = got if isinstance(got, tuple) else (got, None)
             outcome = override or classify(kind, expect, done)
             outcomes.append({"case": name, "kind": kind, "expect": expect, "outcome": outcome})
@@ -416,7 +418,7 @@ def main(argv=None) -> int:
         counts = Counter(o["outcome"] for o in outcomes if o["kind"] == kind)
         if counts:
             print(f"{kind}: " + ", ".join(f"{k} {counts[k]}" for k in
-                                         ("clear", "traceback", "raw", "silent", "works", "broken") if counts[k]))
+                                         ("clear", "traceback", "raw", "silent", "hang", "works", "broken") if counts[k]))
     if args.json:
         Path(args.json).write_text(json.dumps(outcomes, indent=1) + "\n")
     return 0

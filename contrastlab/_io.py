@@ -126,7 +126,7 @@ def read_record(path: str | Path, required: tuple[str, ...] = ("config", "metric
     path = Path(path)
     try:
         text = path.read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     try:
         obj = json.loads(text)
