@@ -14,12 +14,16 @@ default; point it at a copy of older code to compare) and is sorted into one out
     python benchmarks/error_surface.py --root /tmp/old   # a copy of the code before a change
     python benchmarks/error_surface.py --only cli -v     # only the command lines, with each stderr tail
 
-Every case is small (the digits dataset, a few hundred images, one epoch): the whole list takes a few
-minutes on two CPU cores.
+Every case is small (the digits dataset, a few hundred images, one epoch). The command lines and API
+calls run in one worker process per ``--root`` (``cli.main(argv)`` with stderr captured, which is what
+``python -m contrastlab`` runs); the cases about processes (Ctrl-C, kill -9, concurrent runs and
+writers) start real ones.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -62,8 +67,39 @@ class Env:
         return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
                               env={**self.env, **(env or {})}, cwd=cwd or self.work)
 
-    def cli(self, args, **kw):
-        return self.python(["-m", "contrastlab", *args], **kw)
+    def cli(self, args, env=None):
+        """``python -m contrastlab ARGS`` in this process: its exit status and what it printed on stderr."""
+        from contrastlab import cli
+        saved = {k: os.environ.get(k) for k in (env or {})}
+        os.environ.update(env or {})
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    rc = cli.main([str(a) for a in args])
+                except SystemExit as e:         # what the interpreter prints for it, as it would
+                    rc = e.code if isinstance(e.code, int) else 1
+                    if isinstance(e.code, str):
+                        print(e.code, file=sys.stderr)
+                except BaseException:           # what reaches the interpreter: a traceback
+                    traceback.print_exc(file=sys.stderr)
+                    rc = 1
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        return subprocess.CompletedProcess(args, rc or 0, "", err.getvalue())
+
+    def api(self, code: str):
+        """``code`` run in this process after API_PRELUDE: status 1 and the traceback if it raises."""
+        err = io.StringIO()
+        rc = 0
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                exec(compile(API_PRELUDE + code, "<case>", "exec"), {"__name__": "__case__"})
+            except BaseException:
+                traceback.print_exc(file=sys.stderr)
+                rc = 1
+        return subprocess.CompletedProcess(code, rc, "", err.getvalue())
 
     def prepare(self) -> None:
         done = self.cli(["train", "simclr", *TINY, "--results", str(self.results)])
@@ -158,10 +194,9 @@ def _other_width_checkpoint(env):
     """The base run's checkpoint (width 4) in the folder of the same run at width 8."""
     import shutil
     results = env.work / "width"
-    code = (f"from contrastlab import experiments; c = experiments.ExperimentConfig('simclr', 'digits', 'smoke',"
-            f" overrides={{**{TINY_API}, 'encoder.cnn_width': 8}}); "
-            f"print(experiments.run_dir(experiments.resolve(c), {str(results)!r}))")
-    folder = Path(env.python(["-c", code]).stdout.strip())
+    from contrastlab import experiments
+    c = experiments.ExperimentConfig("simclr", "digits", "smoke", overrides={**eval(TINY_API), "encoder.cnn_width": 8})
+    folder = experiments.run_dir(experiments.resolve(c), results)
     folder.mkdir(parents=True)
     shutil.copy(env.checkpoint, folder / "checkpoint.pt")
     return env.cli(["train", "simclr", *TINY, "--cnn-width", "8", "--results", str(results)])
@@ -191,7 +226,7 @@ def _ctrl_c(env):
 
 
 def _diverge_cli(env):
-    return env.cli(["train", "simclr", *TINY, "--lr", "1e9", "--epochs", "3", "--results",
+    return env.cli(["train", "simclr", *TINY, "--lr", "1e30", "--epochs", "3", "--results",
                     str(env.work / "diverge")])
 
 
@@ -220,7 +255,7 @@ experiments.run(cfg(**{{'train.epochs': 2}}), cache_dir={str(results)!r}, progre
 
 def _api(code: str):
     def case(env):
-        return env.python(["-c", API_PRELUDE + code])
+        return env.api(code)
     return case
 
 
@@ -297,15 +332,14 @@ def _flipped_load(env):
     results = env.copy_run("flipped-api")
     ckpt = next(results.glob("runs/*/checkpoint.pt"))
     _flip_tensor_byte(ckpt)
-    return env.python(["-c", API_PRELUDE + f"train.load_checkpoint({str(ckpt)!r})"])
+    return env.api(f"train.load_checkpoint({str(ckpt)!r})")
 
 
 def _corrupt_record_api(env):
     results = env.copy_run("record-api")
     next(results.glob("simclr-*.json")).write_text("{}")
-    done = env.python(["-c", API_PRELUDE + f"r = experiments.run(cfg(), cache_dir={str(results)!r}, progress=False)"
-                                           f"\nassert 'metrics' in r, 'the record returned is empty'"])
-    return done
+    return env.api(f"r = experiments.run(cfg(), cache_dir={str(results)!r}, progress=False)"
+                   f"\nassert 'metrics' in r, 'the record returned is empty'")
 
 
 CASES = [
@@ -333,7 +367,7 @@ CASES = [
     ("eval a checkpoint with a flipped bit", "cli", "error", _eval_flipped),
     ("resume a checkpoint of another width", "cli", "error", _other_width_checkpoint),
     ("garbage .gz dataset file", "cli", "error", _garbage_gz),
-    ("diverging training (--lr 1e9)", "cli", "error", _diverge_cli),
+    ("diverging training (--lr 1e30)", "cli", "error", _diverge_cli),
     ("Ctrl-C during training", "cli", "error", _ctrl_c),
     # command line: should work
     ("--label-fractions 0.1", "cli", "ok", _train("--label-fractions", "0.1")),
@@ -358,8 +392,8 @@ CASES = [
     ("override augment.crop_scale=0.5", "api", "error", _api("experiments.resolve(cfg(**{'augment.crop_scale': 0.5}))")),
     ("full disk during a checkpoint write", "api", "error", _enospc),
     ("load a checkpoint with a flipped bit", "api", "error", _flipped_load),
-    ("diverging fit (lr 1e9)", "api", "error", _api(
-        "experiments.run(cfg(**{'train.lr': 1e9, 'train.epochs': 3}), cache_dir='api-div', progress=False)")),
+    ("diverging fit (lr 1e30)", "api", "error", _api(
+        "experiments.run(cfg(**{'train.lr': 1e30, 'train.epochs': 3}), cache_dir='api-div', progress=False)")),
     ("run with a record '{}'", "api", "ok", _corrupt_record_api),
     ("log.jsonl after kill -9 and resume", "api", "ok", _kill_after_log_row),
     ("3 concurrent runs of one config", "api", "ok", _concurrent_runs),
@@ -398,6 +432,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="error-surface-") as work:
         env = Env(Path(args.root).resolve(), Path(work))
+        sys.path.insert(0, str(env.root))         # the cases run in-process import this contrastlab
+        os.environ.update({k: env.env[k] for k in ("CONTRASTLAB_BUDGET", "CUDA_VISIBLE_DEVICES", "CONTRASTLAB_DEBUG")})
+        os.chdir(work)
         env.prepare()
         outcomes = []
         for name, kind, expect, how in CASES:

@@ -257,7 +257,7 @@ def _message(e: BaseException) -> str:
 
 
 # What a user's mistake raises: printed as one line. Anything else is a bug, also one line, saying so.
-USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError)
+_USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug:
             raise
-        known = isinstance(e, USER_ERRORS)
+        known = isinstance(e, _USER_ERRORS)
         text = _message(e) if known else f"unexpected {type(e).__name__}: {_message(e)}"
         print(f"error: {text}" + ("" if known else " (rerun with --debug for the traceback)"), file=sys.stderr)
         return 2
