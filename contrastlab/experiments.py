@@ -19,6 +19,7 @@ and 'random_init' (the same on features of an untrained encoder).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import inspect
@@ -27,13 +28,14 @@ import os
 import platform
 import subprocess
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import __version__, distributed, metrics
-from ._validate import check_choice
+from . import __version__, _io, distributed, metrics
+from ._validate import check_choice, check_type
 from .augment import AugmentConfig, SimCLRAugment
 from .data import DATASETS, load_dataset, subsample
 from .methods import METHODS
@@ -203,8 +205,44 @@ def resolve(config: ExperimentConfig) -> dict:
                 _set(resolved, key, value)
     for key, value in config.overrides.items():
         _set(resolved, key, value)
+    _check_values(resolved)
     _check_eval(resolved["eval"])
     return json.loads(json.dumps(resolved))   # tuples -> lists, a plain copy
+
+
+_SECTION_CLASSES = {"dataset": DataConfig, "encoder": EncoderConfig, "augment": AugmentConfig,
+                    "train": TrainConfig, "eval": EvalConfig}
+# Lower bounds of numeric fields: (bound, whether the bound itself is allowed, what it means).
+_LOWER_BOUNDS = {
+    "dataset.train_size": (1, True, "; None keeps the whole split"),
+    "dataset.test_size": (1, True, "; None keeps the whole split"),
+    "encoder.cnn_width": (1, True, ""), "encoder.resnet_width": (0, False, ""),
+    "train.epochs": (0, True, ""), "train.batch_size": (1, True, ""),
+    "train.lr": (0, False, ""), "train.weight_decay": (0, True, ""),
+    "train.warmup_epochs": (0, True, " (epochs of linear warmup)"),
+    "train.knn_every": (0, True, "; 0 turns the monitor off"), "train.monitor_train": (1, True, ""),
+    "train.monitor_test": (1, True, ""), "train.checkpoint_every": (0, True, "; 0: at epoch ends only"),
+    "eval.knn_k": (1, True, " (neighbours in the kNN)"), "eval.knn_temperature": (0, False, ""),
+    "eval.linear_epochs": (1, True, " (iterations of the linear probe)"),
+    "method.temperature": (0, False, ""),
+}
+
+
+def _check_values(resolved: dict) -> None:
+    """Every field of the resolved config has its dataclass's type, and numbers are in range."""
+    classes = dict(_SECTION_CLASSES)
+    if resolved["method"]["name"] in METHODS:
+        classes["method"] = METHODS[resolved["method"]["name"]][1]
+    for section, cls in classes.items():
+        hints = typing.get_type_hints(cls)
+        for name, value in resolved.get(section, {}).items():
+            if name in hints:
+                check_type(f"{section}.{name}", value, hints[name])
+            bound = _LOWER_BOUNDS.get(f"{section}.{name}")
+            if bound is not None and value is not None and not (
+                    value > bound[0] or (bound[1] and value == bound[0])):
+                raise ValueError(f"{section}.{name} must be {'>=' if bound[1] else '>'} {bound[0]}{bound[2]}, "
+                                 f"got {value!r}")
 
 
 def _check_eval(section: dict) -> None:
@@ -271,36 +309,58 @@ def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force:
     """
     resolved = resolve(config)
     path = record_path(resolved, cache_dir)
-    if path.exists() and not force:
-        return json.loads(path.read_text())
+    record = None if force else _io.read_record(path)   # a damaged record is set aside and computed again
+    if record is not None:
+        return record
+    _check_before_training(config, resolved, path.parent)
     folder = run_dir(resolved, cache_dir)
     distributed.init_from_env()   # under torchrun: rank 0 deletes, evaluates and writes; all return the record
-    if force and distributed.is_main() and (folder / "checkpoint.pt").exists():
-        (folder / "checkpoint.pt").unlink()
-    distributed.barrier()
-    resumed = (folder / "checkpoint.pt").exists()
-    tic, cpu_tic = time.perf_counter(), time.process_time()
-    metrics_, curves, device, extras = _execute(resolved, folder, progress)
-    record = {"config": resolved, "key": config_hash(resolved), "metrics": metrics_, "curves": curves,
-              **extras, "provenance": provenance(device, resolved["budget"], time.perf_counter() - tic,
-                                                 cpu_time_s=time.process_time() - cpu_tic)}
-    record["provenance"]["resumed"] = resumed   # True: training (or all of it) was done by an earlier call
-    record = distributed.broadcast_object(record)
-    if not distributed.is_main():
-        return record
-    write_json(path, record)
+    # one process at a time trains a run folder; one that waited finds the record written
+    with _io.folder_lock(folder) if distributed.is_main() else contextlib.nullcontext():
+        record = None if force else _io.read_record(path)
+        if record is not None:
+            return record
+        if force and distributed.is_main() and (folder / "checkpoint.pt").exists():
+            (folder / "checkpoint.pt").unlink()
+        distributed.barrier()
+        resumed = (folder / "checkpoint.pt").exists()
+        tic, cpu_tic = time.perf_counter(), time.process_time()
+        metrics_, curves, device, extras = _execute(resolved, folder, progress)
+        record = {"config": resolved, "key": config_hash(resolved), "metrics": metrics_, "curves": curves,
+                  **extras, "provenance": provenance(device, resolved["budget"], time.perf_counter() - tic,
+                                                     cpu_time_s=time.process_time() - cpu_tic)}
+        record["provenance"]["resumed"] = resumed   # True: training (or all of it) was done by an earlier call
+        record = distributed.broadcast_object(record)
+        if not distributed.is_main():
+            return record
+        write_json(path, record)
     return record
+
+
+def _check_before_training(config: ExperimentConfig, resolved: dict, results: Path) -> None:
+    """What would fail only after training, checked first: the results folder, the device, the sizes."""
+    _io.check_writable_folder(results, "results folder")
+    device = resolved.get("train", {}).get("device", "auto")
+    if device != "auto":
+        kind = resolve_device(device).type
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"train.device is {device!r}, but torch finds no CUDA GPU here "
+                             "(torch.cuda.is_available() is False); use 'auto' or 'cpu'")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"train.device is {device!r}, but this machine has no MPS device; use 'auto' or 'cpu'")
+    for split in ("train", "test"):
+        size = config.overrides.get(f"dataset.{split}_size")   # a preset's size is a cap; the user's must fit
+        if size is not None:
+            available = len(load_dataset(resolved["dataset"]["name"], split)[1])
+            if size > available:
+                raise ValueError(f"dataset.{split}_size must be at most the {available} images of "
+                                 f"{resolved['dataset']['name']}'s {split} split, got {size}")
 
 
 def write_json(path: str | Path, obj) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (a temporary file, then a rename), so a
     reader never sees half a record; the parent folder is created. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return _io.write_json(path, obj)   # a temporary file of its own, so concurrent writers never mix
 
 
 def load_data(section: dict, seed: int):

@@ -15,7 +15,6 @@ resumed run continues the same run: same batches, same augmentations, same weigh
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import distributed, metrics
+from . import _io, distributed, metrics
 from ._validate import check_choice, check_positive, check_tensor
 from .data import IndexBatches
 from .optim import OPTIMIZERS, build_optimizer, warmup_cosine
@@ -105,6 +104,20 @@ def train_step(model: nn.Module, views: list[Tensor], optimizer: torch.optim.Opt
     return out
 
 
+def _check_finite_loss(loss: Tensor, step: int, lr: float) -> None:
+    """Stop `fit` at the first step whose loss is NaN or infinite, before any checkpoint holds it.
+
+    The run's checkpoint on disk stays the last one written while the loss was finite.
+    """
+    if bool(torch.isfinite(loss.detach()).all()):
+        return
+    raise FloatingPointError(
+        f"training diverged at step {step}: the loss is {loss.detach().float().item()} "
+        f"(learning rate {lr:.3g}). Likely cause: a learning rate too high (train.lr, --lr) or a "
+        f"temperature too low (method.temperature, --temperature); lower it and train again. "
+        f"The last checkpoint written before this step is kept")
+
+
 def eval_transform(size: int | None):
     """uint8 images -> float in [0, 1], resized to ``size`` when they are another size."""
     def transform(x: Tensor) -> Tensor:
@@ -118,25 +131,18 @@ def eval_transform(size: int | None):
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file, fsync, then rename over the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write ``state`` to ``path`` atomically: a temporary file of its own, fsync, then rename over the old one."""
+    return _io.save_torch(state, path)   # a unique temporary file, so concurrent writers never mix
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by `save_checkpoint`; raise CheckpointError if it is damaged."""
+    """Read a checkpoint written by `save_checkpoint`; raise CheckpointError if it is damaged
+    (its zip members' CRC-32 checksums are verified before anything is unpickled)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = _io.load_torch(path, map_location=map_location)
     except Exception as e:  # torch raises several types for truncated or garbled files
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt and cannot be loaded "
                               f"({type(e).__name__}: {e}); delete it to start the run again") from e
@@ -145,6 +151,37 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{str(path)!r} is not a contrastlab checkpoint: expected format "
                               f"{CHECKPOINT_FORMAT!r}, got {got!r}")
     return state
+
+
+def _load_model_state(method: nn.Module, model_state: dict, path) -> None:
+    """``method.load_state_dict``, a checkpoint of another method or width told as a CheckpointError."""
+    try:
+        method.load_state_dict(model_state)
+    except RuntimeError as e:
+        details = [line.strip() for line in str(e).split("\n") if line.strip()][1:]
+        more = f" and {len(details) - 1} more" if len(details) > 1 else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds another model than {getattr(method, 'name', type(method).__name__)!r} "
+            f"of this config ({details[0] if details else e}{more}): it was written by another method or "
+            "width; delete it, or train with --force") from None
+
+
+def _trim_log(out_dir, step: int) -> None:
+    """Drop the rows of ``out_dir/log.jsonl`` past ``step``: epochs logged by a run killed before
+    their checkpoint, which the resumed run logs again."""
+    log = Path(out_dir) / "log.jsonl" if out_dir is not None else None
+    if log is None or not distributed.is_main() or not log.exists():
+        return
+    lines = log.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except ValueError:           # a row cut short by the kill
+            pass
+    if len(keep) != len(lines):
+        _io.atomic_write(log, "".join(line + "\n" for line in keep).encode(), what="log")
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -293,7 +330,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                            f"torchrun on several nodes, out_dir must be on a filesystem that every node sees")
     if resuming:
         state = load_checkpoint(ckpt_path)
-        method.load_state_dict(state["model"])
+        _load_model_state(method, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, history, partial = state["step"], state["history"], state["partial"]
@@ -304,6 +341,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
             _seed_all(distributed.rank_seed(config.seed, step), device)
     else:
         _seed_all(distributed.rank_seed(config.seed), device)   # config.seed itself on rank 0
+    _trim_log(out_dir, step)           # rows past the checkpoint: a kill came between a log row and its checkpoint
     model = distributed.wrap(method, device) if world > 1 else method
 
     def checkpoint():
@@ -342,6 +380,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                 out = train_step(model, views, optimizer, scaler, dtype, index=idx,
                                  labels=None if labels_dev is None else labels_dev[idx])
                 step += 1
+                _check_finite_loss(out["loss"], step, lr)
                 method.on_step_end(step / total_steps)
                 loss_sum += out["loss"].detach().float()
                 partial["count"] += 1
