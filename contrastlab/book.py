@@ -497,8 +497,8 @@ def paper_vs_ours(rows: list[dict], *, caption: str | None = None) -> Table:
         A `Table`; its Markdown labels the paper's numbers as the paper's, and gives ours
         with the budget, dataset, encoder, device and commit of the record that produced them.
     """
-    lines = ["| quantity | the paper's number | this book's number | this book's run |",
-             "| :-- | :-- | --: | :-- |"]
+    lines = ["| quantity | the paper's number | the paper's setting | this book's number | this book's setting |",
+             "| :-- | :-- | :-- | --: | :-- |"]
     for i, row in enumerate(rows):
         missing = [k for k in ("quantity", "paper", "record") if k not in row]
         if missing or ("metric" not in row and "ours" not in row):
@@ -506,12 +506,20 @@ def paper_vs_ours(rows: list[dict], *, caption: str | None = None) -> Table:
                              f"got keys {sorted(row)}")
         record = row["record"]
         ours = row["ours"] if "ours" in row else _format(record["metrics"][row["metric"]], row["metric"])
-        paper = row["paper"] + (f" {{cite}}`{row['cite']}`" if row.get("cite") else "")
-        lines.append(f"| {row['quantity']} | {paper} | {ours} | {provenance_note(record)} |")
+        number, setting = _paper_setting(row["paper"])
+        paper = number + (f" {{cite}}`{row['cite']}`" if row.get("cite") else "")
+        lines.append(f"| {row['quantity']} | {paper} | {setting} | {ours} | {provenance_note(record)} |")
     caption = caption or ("The paper's numbers are quoted as the paper reports them, for its own data, "
                           "encoder and compute; this book's numbers come from the records described in the "
                           "last column. The columns sit side by side, they do not measure the same thing.")
     return Table("\n".join(lines) + "\n\n" + caption + "\n")
+
+
+def _paper_setting(paper: str) -> tuple[str, str]:
+    """'69.3% top-1 (ImageNet, ResNet-50)' -> ('69.3% top-1', 'ImageNet, ResNet-50'): the paper's
+    number and, from its closing parentheses, its setting ('' when it names none)."""
+    found = re.fullmatch(r"(.*\S)\s*\(([^()]*)\)", paper.strip())
+    return (found[1], found[2]) if found else (paper, "")
 
 
 # ------------------------------------------------------------------------------------- verdicts
