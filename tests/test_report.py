@@ -94,3 +94,10 @@ def test_common_overrides_apply_where_a_run_has_the_field(tmp_path):
     assert "linear_acc_50pct" in raw["metrics"] and "linear_acc_50pct" in simclr["metrics"]
     with pytest.raises(KeyError, match="common override 'method.temprature' names no field of any run"):
         report.compare(["simclr"], budget="smoke", cache_dir=tmp_path, common={"method.temprature": 0.3})
+
+
+def test_markdown_table_shows_old_records_device_in_the_singular():
+    record = _record(0.8, 0.85, [0.06])
+    record["provenance"]["device"] = "cpu (x86_64, 1 threads)"
+    table = report.markdown_table([("simclr", record)])
+    assert "cpu (x86_64, 1 thread) |" in table and "1 threads" not in table
