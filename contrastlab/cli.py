@@ -260,6 +260,16 @@ def _message(e: BaseException) -> str:
 _USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError)
 
 
+def _close_progress_bars() -> None:
+    """End any progress bar an error interrupted, so the message starts on a line of its own."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("CONTRASTLAB_DEBUG", "") not in ("", "0")
@@ -272,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         if debug:
             raise
+        _close_progress_bars()
         print(f"interrupted: {_message(e) or 'stopped by Ctrl-C'}", file=sys.stderr)
         return 130
     except Exception as e:
@@ -279,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         known = isinstance(e, _USER_ERRORS)
         text = _message(e) if known else f"unexpected {type(e).__name__}: {_message(e)}"
+        _close_progress_bars()
         print(f"error: {text}" + ("" if known else " (rerun with --debug for the traceback)"), file=sys.stderr)
         return 2
 

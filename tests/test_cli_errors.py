@@ -24,7 +24,8 @@ def cli(*args, env=None):
 def assert_one_line_error(done, match):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    lines = [line for line in done.stderr.splitlines()     # the progress bar's lines are not messages
+             if line.strip() and not line.startswith("warning:") and "%|" not in line]
     assert lines[-1].startswith("error: ") and match in lines[-1], done.stderr
 
 
