@@ -73,10 +73,10 @@ def name(key: str) -> str:
 
 
 def device_label(device: str | None) -> str:
-    """A record's device string for display: 'cpu (x86_64, 1 threads)' -> 'cpu (x86_64, 1 thread)'.
+    """A record's device string for display, with the thread count in the singular when it is one.
 
-    Records written before `contrastlab.experiments.device_name` learnt the singular say "1 threads";
-    they are corrected here, when shown, so that the stored records stay as they were written."""
+    Records written before `contrastlab.experiments.device_name` learnt the singular use the plural
+    for one thread; they are corrected here, when shown, so that the stored records stay as they were written."""
     if not device:
         return "unknown device"
     return re.sub(r"\b1 threads\b", "1 thread", device)
