@@ -104,16 +104,22 @@ def train_step(model: nn.Module, views: list[Tensor], optimizer: torch.optim.Opt
     return out
 
 
-def _check_finite_loss(loss: Tensor, step: int, lr: float) -> None:
-    """Stop `fit` at the first step whose loss is NaN or infinite, before any checkpoint holds it.
+def _note_non_finite(first: Tensor, loss: Tensor, step: int) -> Tensor:
+    """``first`` (a 0-d tensor on the loss's device, 0 while every loss was finite) becomes ``step``
+    at the first step whose loss is NaN or infinite. No host sync: the loop reads it where it
+    already reads the loss (`_stop_if_diverged`)."""
+    return torch.where((first == 0) & ~torch.isfinite(loss.detach()).all(), step, first)
 
-    The run's checkpoint on disk stays the last one written while the loss was finite.
-    """
-    if bool(torch.isfinite(loss.detach()).all()):
+
+def _stop_if_diverged(first: Tensor, loss_sum: float, lr_of_step) -> None:
+    """Stop `fit` if a loss was non-finite, before any checkpoint holds that step's weights; the
+    run's checkpoint on disk stays the last one written while the loss was finite."""
+    step = int(first)
+    if step == 0:
         return
     raise FloatingPointError(
-        f"training diverged at step {step}: the loss is {loss.detach().float().item()} "
-        f"(learning rate {lr:.3g}). Likely cause: a learning rate too high (train.lr, --lr) or a "
+        f"training diverged at step {step}: the loss is {loss_sum} "
+        f"(learning rate {lr_of_step(step):.3g}). Likely cause: a learning rate too high (train.lr, --lr) or a "
         f"temperature too low (method.temperature, --temperature); lower it and train again. "
         f"The last checkpoint written before this step is kept")
 
@@ -370,6 +376,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
         while step < stop_at:
             epoch, start = divmod(step, steps_per_epoch)
             loss_sum = torch.tensor(partial["loss_sum"], device=device)
+            first_bad = torch.zeros((), dtype=torch.long, device=device)   # first step with a non-finite loss
             tic = time.perf_counter()
             for idx in batches.epoch(epoch, start=start):
                 idx = distributed.shard(idx)   # this rank's slice of the global batch
@@ -380,7 +387,7 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                 out = train_step(model, views, optimizer, scaler, dtype, index=idx,
                                  labels=None if labels_dev is None else labels_dev[idx])
                 step += 1
-                _check_finite_loss(out["loss"], step, lr)
+                first_bad = _note_non_finite(first_bad, out["loss"], step)
                 method.on_step_end(step / total_steps)
                 loss_sum += out["loss"].detach().float()
                 partial["count"] += 1
@@ -394,6 +401,8 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
                 if interrupt["stop"] or step == stop_at or ends_epoch or (
                         config.checkpoint_every and step % config.checkpoint_every == 0):
                     partial["loss_sum"] = distributed.all_reduce_mean(loss_sum).item()   # over ranks
+                    _stop_if_diverged(first_bad, partial["loss_sum"],
+                                      lambda s: warmup_cosine(s - 1, total_steps, warmup_steps, base_lr))
                     partial["time"] += time.perf_counter() - tic
                     tic = time.perf_counter()
                     if ends_epoch:
