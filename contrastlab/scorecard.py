@@ -44,7 +44,7 @@ class Arm:
 
     ``value`` of a seed is the record's ``metric`` (the claim's when None); with ``minus`` it is
     that minus the other arm's value at the same seed; with ``analysis`` it is
-    ``analysis(seed)`` and no run is involved.
+    ``analysis(seed, cache_dir)`` (the results folder the scorecard reads) and no run is involved.
     """
 
     name: str
@@ -54,7 +54,7 @@ class Arm:
     budget: str | None = None         # None: the instrument's budget
     metric: str | None = None         # None: the claim's metric
     minus: Arm | None = None
-    analysis: Callable[[int], float] | None = None
+    analysis: Callable[[int, Path], float] | None = None
 
     def configs(self, instrument: Instrument, seed: int) -> list[experiments.ExperimentConfig]:
         """The experiments this arm's value at ``seed`` reads (none for an analysis)."""
@@ -126,21 +126,21 @@ INSTRUMENT = Instrument()
 # the claims
 
 
-def _infonce_estimate(n: int, mi: float) -> Callable[[int], float]:
+def _infonce_estimate(n: int, mi: float) -> Callable[[int, Path], float]:
     """The InfoNCE estimate log N - L (optimal critic, true I = ``mi`` nats) at batch size ``n``."""
-    def measure(seed: int) -> float:
+    def measure(seed: int, cache_dir: Path) -> float:
         from .analysis import mi_bound_experiment
         out = mi_bound_experiment(batch_sizes=(n,), mis=(mi,), critic="optimal", eval_samples=4096, seed=seed)
         return out["runs"][0]["estimate"][0]
     return measure
 
 
-def _spread(method: str) -> Callable[[int], float]:
+def _spread(method: str) -> Callable[[int, Path], float]:
     """The SD over `_SUPCON_SETTINGS` of ``method``'s probe at one seed (reads the settings' records)."""
-    def measure(seed: int) -> float:
+    def measure(seed: int, cache_dir: Path) -> float:
         values = []
         for _, _, over in _SUPCON_SETTINGS:
-            record = _record(Arm("", method, overrides=over).configs(INSTRUMENT, seed)[0], _cache(None))
+            record = _record(Arm("", method, overrides=over).configs(INSTRUMENT, seed)[0], cache_dir)
             if record is None:
                 raise LookupError(f"{method} {over} seed {seed}")
             values.append(record["metrics"]["linear_acc"])
@@ -148,11 +148,11 @@ def _spread(method: str) -> Callable[[int], float]:
     return measure
 
 
-def _benchmark(method: str, field: str) -> Callable[[int], float]:
+def _benchmark(method: str, field: str) -> Callable[[int, Path], float]:
     """A figure of ``method`` in the methods benchmark (results/benchmarks/methods-cpu.json, one run
     of every method with the same encoder and batch); ``state_bytes`` is its buffers' size in bytes."""
-    def measure(seed: int) -> float:
-        path = experiments.default_cache_dir() / "benchmarks" / "methods-cpu.json"
+    def measure(seed: int, cache_dir: Path) -> float:
+        path = cache_dir / "benchmarks" / "methods-cpu.json"
         if not path.exists():
             raise LookupError(str(path))
         row = next(m for m in json.loads(path.read_text())["methods"] if m["method"] == method)
@@ -160,8 +160,8 @@ def _benchmark(method: str, field: str) -> Callable[[int], float]:
     return measure
 
 
-def _constant(value: float) -> Callable[[int], float]:
-    def measure(seed: int) -> float:
+def _constant(value: float) -> Callable[[int, Path], float]:
+    def measure(seed: int, cache_dir: Path) -> float:
         return value
     return measure
 
@@ -381,7 +381,7 @@ def arm_value(arm: Arm, metric: str, instrument: Instrument, seed: int, cache_di
     """The arm's value at ``seed`` from the stored records; None when a record is missing."""
     if arm.analysis is not None:
         try:
-            return float(arm.analysis(seed))
+            return float(arm.analysis(seed, cache_dir))
         except LookupError:        # an analysis of records (or of a benchmark) that are not there yet
             return None
     record = _record(arm.configs(instrument, seed)[0], cache_dir)

@@ -160,8 +160,8 @@ def test_every_seed_claim_1_to_8_is_decided_from_the_records(published):
 
 def test_book_counts_rank_claims_and_reports_bookkeeping_apart(tiny_cache):
     from contrastlab import book
-    facts = (Claim("tiny-fact", 14, "11", "a fact", "paper", Arm("a", analysis=lambda s: 2e6),
-                   Arm("b", analysis=lambda s: 1e6), metric="bytes", kind="bookkeeping"),)
+    facts = (Claim("tiny-fact", 14, "11", "a fact", "paper", Arm("a", analysis=lambda s, cache: 2e6),
+                   Arm("b", analysis=lambda s, cache: 1e6), metric="bytes", kind="bookkeeping"),)
     card = scorecard.scorecard(TINY, TINY_RANKED + facts, cache_dir=tiny_cache, rank_claims=TINY_RANK)
     (fact,) = [c for c in card["claims"] if c["kind"] == "bookkeeping"]
     assert fact["arms"][0]["values"] == [2e6] * 3
