@@ -7,8 +7,9 @@
 #   make test-book    open the built book in headless Chromium and check every page
 #   make records CHAPTER=05   recompute every record chapter 05 uses (and train its missing instrument cells)
 #   make scorecard    train every missing cell of the measuring instrument, then print the scorecard
+#   make device-check the GPU claims measured in one command (DEVICE_CHECK=dry: on the CPU at smoke sizes)
 #
-# CI (.ci/run) runs `make test`, `make book-smoke`, `make test-book`, in that order.
+# CI (.ci/run) runs `make test`, `make book-smoke`, `make test-book`, then the dry device check.
 #
 # PYTHON selects the interpreter, e.g. `make test PYTHON=.venv/bin/python`.
 
@@ -23,12 +24,18 @@ CHROMIUM ?= /usr/bin/chromium
 # --keep-going: report all warnings before failing; --all: re-read (and so re-execute)
 # every page, since Sphinx cannot see that CONTRASTLAB_BUDGET or a cached record changed.
 BOOK_FLAGS ?= -W -n --keep-going --all
+# The chapters' kernels read their IPython configuration from here (IPYTHONDIR): log level ERROR,
+# which silences ipykernel's warning, once per notebook, that its loopback TCP connection to the
+# build is not encrypted (the build starts each kernel on 127.0.0.1 and nothing else connects to it).
+# Errors, and everything a cell prints, still show.
+KERNEL_IPYTHONDIR := $(CURDIR)/_build/ipython
+BOOK_ENV = IPYTHONDIR=$(KERNEL_IPYTHONDIR)
 # Marker written after a successful install, so that `make setup` is quick when
 # nothing changed (it re-runs when requirements.txt or pyproject.toml change).
 SETUP_STAMP := _build/.setup-stamp-$(subst /,_,$(PYTHON))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data mathjax chromium test book book-smoke test-book records scorecard strip clean
+.PHONY: help setup data mathjax chromium test book book-smoke test-book records scorecard device-check strip clean
 
 ## help: list the targets with their description
 help:
@@ -46,8 +53,10 @@ $(SETUP_STAMP): requirements.txt pyproject.toml
 apt_package = @if [ -e "$(1)" ]; then \
 		: ; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "Installing $(3) (Debian package $(2))"; \
-		apt-get update -qq && apt-get install -y -qq $(2); \
+		echo "Installing $(3) (Debian package $(2); apt's log in _build/apt.log)"; \
+		mkdir -p _build; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); } >_build/apt.log 2>&1 \
+			|| { cat _build/apt.log; exit 1; }; \
 	else \
 		echo "note: $(1) not found; $(4)"; \
 	fi
@@ -69,14 +78,17 @@ test: setup
 	$(PYTHON) -m pytest -q -m "not browser"
 
 ## book: setup, then build the book with every chapter executed (budget: gpu with CUDA, else cpu)
-book: setup
-	$(JUPYTER_BOOK) build . $(BOOK_FLAGS)
+book: setup $(KERNEL_IPYTHONDIR)/profile_default/ipython_kernel_config.py
+	$(BOOK_ENV) $(JUPYTER_BOOK) build . $(BOOK_FLAGS)
 	@echo "Book: file://$(CURDIR)/_build/html/index.html"
 
 ## book-smoke: the same build under the smoke budget (seconds per experiment)
-book-smoke: setup
-	CONTRASTLAB_BUDGET=smoke $(JUPYTER_BOOK) build . $(BOOK_FLAGS)
+book-smoke: setup $(KERNEL_IPYTHONDIR)/profile_default/ipython_kernel_config.py
+	$(BOOK_ENV) CONTRASTLAB_BUDGET=smoke $(JUPYTER_BOOK) build . $(BOOK_FLAGS)
 	@echo "Book: file://$(CURDIR)/_build/html/index.html"
+
+$(KERNEL_IPYTHONDIR)/profile_default/ipython_kernel_config.py:
+	@mkdir -p $(dir $@) && echo 'c.IPKernelApp.log_level = "ERROR"' > $@
 
 ## test-book: check the built book in headless Chromium (builds it at the smoke budget if missing or stale); screenshots in _build/screenshots
 test-book: setup chromium
@@ -92,6 +104,11 @@ records: setup
 ## scorecard: train the measuring instrument's missing cells (two at a time, one thread each), then print the scorecard
 scorecard: setup
 	$(PYTHON) -m contrastlab scorecard --compute --jobs 2
+
+## device-check: prepare .device-data/ when missing, then run benchmarks/device_check.sh into _build/device-check (DEVICE_CHECK=dry: CPU, smoke sizes)
+device-check:
+	@test -d .device-data/wheels || PYTHON=$(PYTHON) benchmarks/device_check.sh --prepare
+	PYTHON=$(PYTHON) benchmarks/device_check.sh _build/device-check
 
 ## strip: remove outputs and execution counts from notebooks/*.ipynb (do this before committing)
 strip:

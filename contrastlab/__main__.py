@@ -1,4 +1,10 @@
 """``python -m contrastlab ...``: see `contrastlab.cli`."""
-from .cli import main
+import sys
+
+try:
+    from .cli import main
+except KeyboardInterrupt:            # Ctrl-C while torch is still being imported
+    print("interrupted: stopped by Ctrl-C", file=sys.stderr)
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

@@ -5,6 +5,8 @@ Every error names the argument, what was expected and what came, e.g.
 """
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Iterable
 
 import torch
@@ -43,3 +45,61 @@ def check_choice(name: str, value, choices: Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}")
+
+
+def _describe(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if tp is type(None):
+        return "None"
+    if origin is tuple:
+        return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+    if origin is typing.Literal:
+        return " or ".join(map(repr, args))
+    return {int: "an int", float: "a number", bool: "true or false", str: "a string",
+            list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def matches_type(value, tp) -> bool:
+    """Whether a JSON-like ``value`` fits the annotation ``tp`` (int is not bool; a number fits float;
+    a list fits a tuple type; annotations not understood here accept anything)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if not args or args[-1] is Ellipsis:
+            return all(matches_type(v, args[0]) for v in value) if args else True
+        return len(value) == len(args) and all(matches_type(v, a) for v, a in zip(value, args))
+    if origin is list or tp is list:
+        return isinstance(value, (list, tuple)) and (not args or all(matches_type(v, args[0]) for v in value))
+    if origin is typing.Literal:
+        return value in args
+    return True
+
+
+def check_type(name: str, value, tp) -> None:
+    """Raise TypeError unless ``value`` fits the annotation ``tp`` (see `matches_type`)."""
+    if not matches_type(value, tp):
+        raise TypeError(f"{name} must be {_describe(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise ValueError if the tensor ``x`` holds a NaN or an infinity (say where the first one is)."""
+    bad = ~torch.isfinite(x.detach())
+    if bool(bad.any()):
+        where = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise ValueError(f"{name} must be finite, got {int(bad.sum())} NaN or infinite value(s), the first "
+                         f"at index {where} ({x[where].item()}); a training run that diverged gives such features")

@@ -452,6 +452,38 @@ def supcon_gradient_norms(positives, negatives, temperature: float = 0.1, *,
     return norms[..., :p], norms[..., p:]
 
 
-__all__ = ["SeparableCritic", "correlated_gaussians", "gaussian_log_ratio", "gaussian_mi", "gradient_weight_curves",
+__all__ = ["SeparableCritic", "code_usage", "correlated_gaussians", "gaussian_log_ratio", "gaussian_mi", "gradient_weight_curves",
            "infonce_mi_estimate", "mi_bound_experiment", "negative_gradient_weights", "rho_for_mi",
            "supcon_gradient_norms", "train_separable_critic"]
+
+
+@torch.no_grad()
+def code_usage(method, images: Tensor, *, transform=None, batch_size: int = 256) -> dict[str, float]:
+    """How evenly a trained SwAV spreads images over its K prototypes, as entropies / log K (1 = even).
+
+    For each batch of ``batch_size`` images (in order) it takes the scores z^T C of the prototypes,
+    then counts each image once for the prototype of (i) its Sinkhorn code (the argmax of the
+    equal-partition assignment, with the method's epsilon and iterations, no queue) and (ii) its
+    highest score (the assignment without the constraint). Returns ``code_entropy`` and
+    ``argmax_entropy``: the entropy of each usage histogram over all images, divided by log K.
+    """
+    if not hasattr(method, "prototypes"):
+        raise TypeError(f"method must be a SwAV (with prototypes), got {type(method).__name__}")
+    was_training = method.training
+    method.eval()
+    device = method.prototypes.weight.device
+    k = method.prototypes.weight.shape[0]
+    counts = {"code": torch.zeros(k), "argmax": torch.zeros(k)}
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device)
+        x = transform(x) if transform is not None else x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        scores = method._scores(method.embed(x))
+        codes = losses.sinkhorn(scores, method.config.epsilon, method.config.sinkhorn_iterations)
+        counts["code"] += torch.bincount(codes.argmax(1).cpu(), minlength=k).float()
+        counts["argmax"] += torch.bincount(scores.argmax(1).cpu(), minlength=k).float()
+    method.train(was_training)
+
+    def entropy(c: Tensor) -> float:
+        p = c[c > 0] / c.sum()
+        return float(-(p * p.log()).sum() / math.log(k))
+    return {"code_entropy": entropy(counts["code"]), "argmax_entropy": entropy(counts["argmax"])}

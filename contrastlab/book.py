@@ -26,6 +26,7 @@ Environment: ``CONTRASTLAB_RECOMPUTE=1`` makes `setup` default to ``recompute=Tr
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
 import json
 import os
@@ -38,7 +39,7 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, experiments
+from . import __version__, experiments, labels
 from ._validate import check_choice
 from .data import DATASETS
 from .train import resolve_device
@@ -66,8 +67,9 @@ TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
 # rule, contrastlab.stats, decides chapters 01-05 and replaces this one there).
 CLEAR = 0.005   # half a point of accuracy: a chapter calls smaller differences no difference
 
-__all__ = ["ABLATION_SCALE", "CLEAR", "GPU_ABLATION_SCALE", "REPO_URL", "Chapter", "Source", "Table", "claims_table", "difference",
-           "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct", "points", "setup", "show_source", "table",
+__all__ = ["ABLATION_SCALE", "CLEAR", "GPU_ABLATION_SCALE", "REPO_URL", "Chapter", "Source", "Table", "claims_table",
+           "correlations_table", "difference", "facts_table", "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct",
+           "points", "setup", "show_source", "table",
            "verdict", "verdict_counts", "verdict_sentence", "verdict_summary"]
 
 
@@ -159,6 +161,59 @@ class Chapter:
         smoke budget (already tiny)."""
         return dict({"cpu": ABLATION_SCALE, "gpu": GPU_ABLATION_SCALE}.get(self.budget, {}))
 
+    def time_table(self, *runs: str, dataset: str | None = None, ablation: bool = False) -> Table:
+        """How long the chapter's first training cell takes at each budget, from the records.
+
+        For each run and each budget (smoke, cpu, gpu) the record of that run in this chapter's
+        cache gives its training time (`TRAINING_TIME`) and the machine it ran on; a budget without a
+        record says so, except that the gpu budget is estimated from a measured throughput
+        (``results/benchmarks/methods-gpu.json``, written by ``python -m contrastlab.benchmark
+        --budget gpu``) where one exists. Nothing is invented: without a record or a measurement
+        a cell reads "not measured yet". The caption adds how long the published records take
+        to load, timed here.
+
+        Args:
+            runs: run specs as `contrastlab.report.parse_run` reads them, e.g. "simclr" or
+                "simclr:eval.label_fractions=[0.01,0.1]".
+            dataset: the runs' dataset; None: the chapter's.
+            ablation: the runs are ablation-grid runs (`Chapter.ablation`: `ABLATION_SCALE` at the
+                cpu budget).
+
+        Returns:
+            A `Table`: one row per run, one column per budget.
+        """
+        from .report import parse_run
+        if not runs:
+            raise ValueError("time_table needs at least one run spec, e.g. ch.time_table('simclr'); got none")
+        rows, loads = [], []
+        for spec in runs:
+            method, overrides = parse_run(spec)
+            cells = [f"`{spec}`"]
+            for budget in TIME_BUDGETS:
+                extra = dict(ABLATION_SCALE) if ablation and budget == "cpu" else {}
+                config = experiments.ExperimentConfig(method=method, dataset=dataset or self.dataset, budget=budget,
+                                                      overrides={**extra, **overrides})
+                path = experiments.record_path(experiments.resolve(config), self.cache_dir)
+                if path.exists():
+                    start = time.perf_counter()
+                    record = json.loads(path.read_text())
+                    loads.append(time.perf_counter() - start)
+                    device = labels.device_label(record["provenance"].get("device"))
+                    seconds = labels.training_seconds(record)
+                    cells.append(f"{labels.minutes(seconds)} ({device})" if seconds is not None
+                                 else "no training (evaluation only)")
+                elif budget == "gpu":
+                    cells.append(gpu_estimate(config, self.cache_dir))
+                else:
+                    cells.append("no record here")
+            rows.append(cells)
+        load = (f" A stored record loads in {1000 * max(loads):.1f} ms or less (timed now, on this machine), so "
+                "with the published records the next cell runs in seconds; `setup(..., recompute=True)` trains "
+                "the runs instead, for the times in the table." if loads else "")
+        caption = (f"\n\nWhat the runs of the next cell cost to train, by budget: their {TRAINING_TIME}, read "
+                   f"from each run's record, with the machine it ran on.{load}")
+        return Table(table(rows, ["run", *(f"budget `{b}`" for b in TIME_BUDGETS)]) + caption + "\n")
+
     def summary(self) -> str:
         """One paragraph on what this chapter runs with, and how to change it."""
         lines = [(f"contrastlab {__version__}, chapter {self.chapter}: device {self.device}, "
@@ -217,6 +272,35 @@ def setup(chapter: str | int, recompute: bool | None = None, *, budget: str | No
     return ch
 
 
+TIME_BUDGETS = ("smoke", "cpu", "gpu")
+# The book's two times (the README and the page "How this book measures" quote them).
+RUN_TIME = ("the wall time of the whole run, training and the final kNN and linear-probe evaluation together "
+            "(`provenance.wall_time_s`)")
+TRAINING_TIME = labels.TRAINING_TIME
+
+
+def gpu_estimate(config: experiments.ExperimentConfig, cache_dir: Path) -> str:
+    """The gpu budget's training time of ``config`` estimated from a measured GPU throughput, or
+    "not measured yet" when ``<cache_dir>/benchmarks/methods-gpu.json`` has no row for its method.
+
+    The estimate is the views a run trains on (training images x epochs x views per image) over
+    the measured views per second; it leaves out the evaluation and says so."""
+    bench = Path(cache_dir) / "benchmarks" / "methods-gpu.json"
+    if not bench.exists():
+        return "not measured yet"
+    resolved = experiments.resolve(config)
+    rows = [r for r in json.loads(bench.read_text()).get("methods", [])
+            if r.get("method") == resolved["method"]["name"] and not r.get("overrides")]
+    if not rows:
+        return "not measured yet"
+    row = rows[0]
+    images = resolved["dataset"].get("train_size") or 0
+    if not images:
+        return "not measured yet"
+    seconds = images * resolved["train"]["epochs"] * row["n_views"] / row["views_per_sec"]
+    return f"about {labels.minutes(seconds)} of training, estimated ({labels.device_label(row.get('device'))})"
+
+
 def fetch_record(name: str, cache_dir: str | Path, *, timeout: float = 30.0) -> bool:
     """Download the published record ``name`` into ``cache_dir``; False when it is not published.
 
@@ -241,7 +325,11 @@ def fetch_record(name: str, cache_dir: str | Path, *, timeout: float = 30.0) -> 
 
 
 class Source:
-    """Source code that displays as a highlighted block in a notebook and as text elsewhere."""
+    """Source code that displays as a highlighted block in a notebook and as text elsewhere.
+
+    In a notebook the docstring of the function or class is shown as text above the code (its
+    reStructuredText and Google-style sections made readable) and left out of the code block;
+    ``str(source)`` is the code exactly as it is in the file."""
 
     def __init__(self, code: str, where: str = ""):
         self.code, self.where = code, where
@@ -253,9 +341,74 @@ class Source:
         return (f"# {self.where}\n" if self.where else "") + self.code
 
     def _repr_markdown_(self) -> str:
-        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", self.code)), default=0))
+        code, doc = _split_docstring(self.code)
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", code)), default=0))
         caption = f"`{self.where}`\n\n" if self.where else ""
-        return f"{caption}{fence}python\n{self.code.rstrip()}\n{fence}\n"
+        text = f"{_docstring_markdown(doc)}\n\n" if doc else ""
+        return f"{caption}{text}{fence}python\n{code.rstrip()}\n{fence}\n"
+
+
+def _split_docstring(code: str) -> tuple[str, str]:
+    """(the code without the docstring of its first def or class, that docstring cleaned); the
+    code unchanged and '' when there is none or the code does not parse on its own."""
+    try:
+        node = ast.parse(code).body[0]
+    except (SyntaxError, IndexError):
+        return code, ""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or not node.body:
+        return code, ""
+    first = node.body[0]
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)):
+        return code, ""
+    lines = code.splitlines()
+    rest = lines[:first.lineno - 1] + lines[first.end_lineno:]
+    if len(node.body) == 1:                    # a body that is only a docstring keeps a statement
+        rest.insert(first.lineno - 1, " " * first.col_offset + "...")
+    return "\n".join(rest) + "\n", inspect.cleandoc(first.value.value)
+
+
+_SECTION = re.compile(r"(Args|Arguments|Returns|Yields|Raises|Attributes|Example|Examples|Note|Notes):\s*$")
+
+
+def _docstring_markdown(doc: str) -> str:
+    """A docstring as Markdown prose: ``code`` and :role:`name` as code, Google-style sections
+    (Args:, Returns:) as bold headings with their entries as a list, ``::`` blocks as code."""
+    out: list[str] = []
+    block: list[str] | None = None           # the lines of a literal or maths block after '::'
+    fences = ("```", "```")
+    section = ""                             # the Google-style section the line is in
+    for line in doc.splitlines():
+        if block is not None:
+            if line.strip() and not line.startswith(" "):
+                out += [fences[0], *textwrap.dedent("\n".join(block)).strip("\n").splitlines(), fences[1], ""]
+                block = None
+            else:
+                block.append(line)
+                continue
+        if line.strip().startswith(".. math::"):
+            block, fences = [], ("$$", "$$")
+            continue
+        text = re.sub(r":math:`([^`]+)`", r"$\1$", line)                # :math:`x` -> $x$
+        text = re.sub(r":[a-z:]+:`~?([^`]+)`", r"`\1`", text)          # :func:`x` -> `x`
+        text = re.sub(r"``([^`]+)``", r"`\1`", text)                     # ``x`` -> `x`
+        if text.rstrip().endswith("::"):
+            block, fences = [], ("```", "```")
+            text = text.rstrip()[:-1]
+        if _SECTION.match(text.strip()) and not line.startswith(" "):
+            section = text.strip()[:-1]
+            out += ["", f"**{section}**", ""]
+        elif section in ("Args", "Arguments", "Attributes", "Raises") and re.match(r"^ {4}\S", text):
+            entry = re.match(r"^\s*([\w*.]+)( \([^)]*\))?:\s*(.*)", text)
+            out.append(f"- `{entry[1]}`{entry[2] or ''}: {entry[3]}" if entry else "- " + text.strip())
+        elif section and text.startswith(" ") and out and out[-1].strip():
+            out[-1] += " " + text.strip()          # a continuation (or a Returns: paragraph)
+        else:
+            section = section if text.startswith(" ") else ""
+            out.append(text.strip() if section else text)
+    if block:
+        out += [fences[0], *textwrap.dedent("\n".join(block)).strip("\n").splitlines(), fences[1]]
+    return "\n".join(out).strip()
 
 
 def show_source(obj) -> Source:
@@ -303,7 +456,7 @@ def provenance_note(record: dict) -> str:
         parts.append(config["dataset"]["name"])
     if "encoder" in config:
         parts.append(config["encoder"]["name"])
-    parts.append(prov.get("device", "unknown device"))
+    parts.append(labels.device_label(prov.get("device")))
     commit = prov.get("commit") or "unknown"
     parts.append(f"commit `{commit[:7] + commit[40:] if len(commit) >= 40 else commit}`")
     if prov.get("date"):
@@ -354,8 +507,8 @@ def paper_vs_ours(rows: list[dict], *, caption: str | None = None) -> Table:
         A `Table`; its Markdown labels the paper's numbers as the paper's, and gives ours
         with the budget, dataset, encoder, device and commit of the record that produced them.
     """
-    lines = ["| quantity | the paper's number | this book's number | this book's run |",
-             "| :-- | :-- | --: | :-- |"]
+    lines = ["| quantity | the paper's number | the paper's setting | this book's number | this book's setting |",
+             "| :-- | :-- | :-- | --: | :-- |"]
     for i, row in enumerate(rows):
         missing = [k for k in ("quantity", "paper", "record") if k not in row]
         if missing or ("metric" not in row and "ours" not in row):
@@ -363,12 +516,20 @@ def paper_vs_ours(rows: list[dict], *, caption: str | None = None) -> Table:
                              f"got keys {sorted(row)}")
         record = row["record"]
         ours = row["ours"] if "ours" in row else _format(record["metrics"][row["metric"]], row["metric"])
-        paper = row["paper"] + (f" {{cite}}`{row['cite']}`" if row.get("cite") else "")
-        lines.append(f"| {row['quantity']} | {paper} | {ours} | {provenance_note(record)} |")
+        number, setting = _paper_setting(row["paper"])
+        paper = number + (f" {{cite}}`{row['cite']}`" if row.get("cite") else "")
+        lines.append(f"| {row['quantity']} | {paper} | {setting} | {ours} | {provenance_note(record)} |")
     caption = caption or ("The paper's numbers are quoted as the paper reports them, for its own data, "
                           "encoder and compute; this book's numbers come from the records described in the "
                           "last column. The columns sit side by side, they do not measure the same thing.")
     return Table("\n".join(lines) + "\n\n" + caption + "\n")
+
+
+def _paper_setting(paper: str) -> tuple[str, str]:
+    """'69.3% top-1 (ImageNet, ResNet-50)' -> ('69.3% top-1', 'ImageNet, ResNet-50'): the paper's
+    number and, from its closing parentheses, its setting ('' when it names none)."""
+    found = re.fullmatch(r"(.*\S)\s*\(([^()]*)\)", paper.strip())
+    return (found[1], found[2]) if found else (paper, "")
 
 
 # ------------------------------------------------------------------------------------- verdicts
@@ -389,7 +550,10 @@ def mean_se(values, metric: str = "linear_acc") -> str:
 
 def difference(claim: dict) -> str:
     """A claim's difference with its 95% interval: '+3.1 ± 1.2 points' (accuracies) or in the metric's units."""
-    if claim["metric"].endswith("_acc") or "_acc_" in claim["metric"]:
+    acc = claim["metric"].endswith("_acc") or "_acc_" in claim["metric"]
+    if claim["half_width"] == 0:                  # every seed gave the same difference: no spread to print
+        return (f"{100 * claim['diff']:+.1f} points" if acc else f"{claim['diff']:+.3f}") + " (no spread over seeds)"
+    if acc:
         return f"{100 * claim['diff']:+.1f} ± {100 * claim['half_width']:.1f} points"
     return f"{claim['diff']:+.3f} ± {claim['half_width']:.3f}"
 
@@ -400,13 +564,14 @@ def find_claim(card: dict, claim_id: str) -> dict | None:
     Raises:
         KeyError: ``claim_id`` is not a claim of the scorecard at all.
     """
-    for claim in card["claims"]:
+    decided = card["claims"] + card.get("correlations", [])
+    for claim in decided:
         if claim["id"] == claim_id:
             return claim
     if claim_id in card["pending"]:
         return None
     raise KeyError(f"unknown claim {claim_id!r}; expected one of: "
-                   f"{', '.join([c['id'] for c in card['claims']] + card['pending'])}")
+                   f"{', '.join([c['id'] for c in decided] + card['pending'])}")
 
 
 def verdict_sentence(card: dict, claim_id: str) -> str:
@@ -414,6 +579,9 @@ def verdict_sentence(card: dict, claim_id: str) -> str:
     claim = find_claim(card, claim_id)
     if claim is None:
         return f"*{claim_id}: not yet measured (its records are missing).*"
+    if "rho" in claim:                     # a rank claim over encoders
+        return (f"**{claim['verdict']}**: Spearman's rho {claim['rho']:+.2f} over {claim['n']} trained encoders "
+                f"(95% bootstrap interval {claim['low']:+.2f} to {claim['high']:+.2f})")
     a, b = claim["arms"]
     how = "paired by seed" if claim["paired"] else "Welch"
     return (f"**{claim['verdict']}**: {a['name']} {mean_se(a['values'], claim['metric'])} against "
@@ -424,7 +592,7 @@ def verdict_sentence(card: dict, claim_id: str) -> str:
 def claims_table(card: dict, chapter: str | None = None) -> Table:
     """The claims of ``chapter`` (all when None) as a Markdown table: the paper's number and setting,
     both arms as mean ± SE with n, the difference with its 95% interval, and the verdict."""
-    rows = [c for c in card["claims"] if chapter is None or c["chapter"] == chapter]
+    rows = [c for c in card["claims"] if (chapter is None or c["chapter"] == chapter) and c.get("kind", "claim") == "claim"]
     lines = ["| claim | the paper's number (its setting) | arm a | arm b | a − b, 95% interval | verdict |",
              "| :-- | :-- | --: | --: | --: | :-- |"]
     for c in rows:
@@ -445,15 +613,55 @@ def claims_table(card: dict, chapter: str | None = None) -> Table:
 
 
 def _claim_chapter(claim_id: str) -> str | None:
-    from .scorecard import CLAIMS
-    return next((c.chapter for c in CLAIMS if c.id == claim_id), None)
+    from .scorecard import CLAIMS, RANK_CLAIMS
+    return next((c.chapter for c in (*CLAIMS, *RANK_CLAIMS) if c.id == claim_id), None)
+
+
+def _quantity(value: float, metric: str) -> str:
+    """A bookkeeping figure in its unit: bytes as MB, the rest as a plain number."""
+    if metric == "bytes":
+        return f"{value / 1e6:,.1f} MB" if value >= 1e5 else f"{value / 1e3:,.1f} kB"
+    return f"{value:,.0f}"
+
+
+def _rows_table(header: list[str], align: str, lines: list[str], empty: str, caption: str) -> Table:
+    """A Markdown table of ready-made row ``lines`` under ``header``, or ``empty``; then ``caption``."""
+    head = ["| " + " | ".join(header) + " |", "| " + " | ".join({"l": ":--", "r": "--:"}[a] for a in align) + " |"]
+    return Table(("\n".join(head + lines) if lines else empty) + "\n\n" + caption + "\n")
+
+
+def facts_table(card: dict, chapter: str | None = None) -> Table:
+    """The bookkeeping facts (memory, negatives, time) of ``chapter``: measured once, reported side
+    by side, and not counted among the reproductions."""
+    lines = [f"| {c['claim']} | {c['paper']} | {c['arms'][0]['name']}: {_quantity(c['arms'][0]['values'][0], c['metric'])} | "
+             f"{c['arms'][1]['name']}: {_quantity(c['arms'][1]['values'][0], c['metric'])} |"
+             for c in card["claims"] if (chapter is None or c["chapter"] == chapter) and c.get("kind") == "bookkeeping"]
+    return _rows_table(["fact", "the paper's statement", "ours, a", "ours, b"], "llrr", lines,
+                       "No bookkeeping fact of this chapter has its benchmark record yet.",
+                       "Ours: one run of `contrastlab.benchmark` (results/benchmarks/methods-cpu.json), every method "
+                       "with the same encoder and batch. Facts of the implementation, not of learned representations: "
+                       "reported, not counted as reproductions.")
+
+
+def correlations_table(card: dict, chapter: str | None = None) -> Table:
+    """The rank claims of ``chapter``: Spearman's rho over the trained encoders, its 95% bootstrap
+    interval, and the verdict (reproduced when the interval lies wholly on the paper's side of 0)."""
+    lines = [f"| {c['claim']} | {c['paper']} | {c['n']} | {c['rho']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | "
+             f"**{c['verdict']}** |"
+             for c in card.get("correlations", []) if chapter is None or c["chapter"] == chapter]
+    return _rows_table(["claim", "the paper's finding (its setting)", "encoders",
+                        "Spearman's rho, 95% bootstrap interval", "verdict"], "llrrl", lines,
+                       "No rank claim of this chapter has enough encoders with records yet.",
+                       "Each encoder is one trained run of the scorecard's claims on the instrument, read as its mean "
+                       "over seeds: the statistic at the end of training (on normalised h) against the linear probe. "
+                       "The interval resamples the encoders with replacement.")
 
 
 def verdict_summary(card: dict, chapter: str) -> str:
     """One sentence counting a chapter's verdicts on the instrument, and its claims not yet measured."""
-    from .scorecard import claims_of
+    from .scorecard import RANK_CLAIMS, claims_of
     counts = verdict_counts(card, chapter)
-    owned = sum(c.kind == "claim" for c in claims_of(chapter))
+    owned = sum(c.kind == "claim" for c in claims_of(chapter)) + sum(c.chapter == chapter for c in RANK_CLAIMS)
     pending = owned - sum(counts.values())
     text = (f"Of the chapter's {owned} claims on the instrument, {counts['reproduced']} reproduced, "
             f"{counts['not resolved']} not resolved and {counts['reversed']} reversed")
@@ -461,11 +669,12 @@ def verdict_summary(card: dict, chapter: str) -> str:
 
 
 def verdict_counts(card: dict, chapter: str | None = None) -> dict[str, int]:
-    """How many of a chapter's claims are reproduced, not resolved and reversed."""
+    """How many of a chapter's claims (rank claims included, bookkeeping facts not) are reproduced,
+    not resolved and reversed."""
     from .stats import VERDICTS
     counts = dict.fromkeys(VERDICTS, 0)
-    for c in card["claims"]:
-        if (chapter is None or c["chapter"] == chapter) and c.get("kind", "claim") == "claim":
+    for c in card["claims"] + card.get("correlations", []):
+        if (chapter is None or c["chapter"] == chapter) and c.get("kind", "claim") != "bookkeeping":
             counts[c["verdict"]] += 1
     return counts
 

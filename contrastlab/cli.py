@@ -14,12 +14,17 @@ override the budget's preset.
 On several processes, ``torchrun --nproc_per_node=N -m contrastlab train METHOD ...`` trains
 with DDP (`contrastlab.distributed`); ``--batch-size`` is then the global batch, split equally
 over the N processes, and rank 0 alone prints and writes the record and the checkpoint.
+
+A mistake on the command line (a bad value, a missing or damaged file, a run that diverges) prints
+one line ``error: ...`` and exits with status 2; ``--debug`` (or ``CONTRASTLAB_DEBUG=1``) shows the
+traceback instead. Ctrl-C prints where training stopped and exits with status 130.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import inspect
+import os
 import re
 import sys
 import typing
@@ -57,6 +62,8 @@ def _argument_kwargs(tp, default) -> dict:
         return kw
     if tp is bool:
         return {"action": argparse.BooleanOptionalAction}
+    if tp is list or origin is list:                      # a list of numbers: --label-fractions 0.01 0.1
+        return {"type": args[0] if args else float, "nargs": "*"}
     if origin is tuple:
         return {"type": args[0], "nargs": len(args), "metavar": tuple(a.__name__.upper() for a in args)}
     return {"type": tp}
@@ -94,6 +101,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``method`` (the word after ``train``) adds that method's own options."""
     parser = argparse.ArgumentParser(prog="python -m contrastlab",
                                      description="Contrastive self-supervised learning: train and evaluate.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also: CONTRASTLAB_DEBUG=1); "
+                             "accepted anywhere on the line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a method and evaluate it (kNN and linear probe)",
@@ -139,7 +149,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     sc.add_argument("--results", default=None, help="results folder (default: see experiments.default_cache_dir)")
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint: kNN and linear-probe accuracy on the test split")
-    ev.add_argument("checkpoint", help="path to a checkpoint.pt written by train")
+    ev.add_argument("checkpoint", help="path to a checkpoint.pt written by train, or the run folder holding it")
     return parser
 
 
@@ -151,14 +161,11 @@ def _print_metrics(m: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.method not in METHODS:
         raise SystemExit(f"error: unknown method {args.method!r}; expected one of {', '.join(METHODS)}")
-    reserved = {"command", "method", "dataset", "budget", "seed", "results", "force"}
+    reserved = {"command", "method", "dataset", "budget", "seed", "results", "force", "debug"}
     overrides = {k: v for k, v in vars(args).items() if k not in reserved}
     config = experiments.ExperimentConfig(method=args.method, dataset=args.dataset, budget=args.budget,
                                           seed=args.seed, overrides=overrides)
-    try:
-        resolved = experiments.resolve(config)
-    except (KeyError, ValueError) as e:
-        raise SystemExit(f"error: {e.args[0] if e.args else e}") from None
+    resolved = experiments.resolve(config)   # a bad value stops here, before anything is trained
     path = experiments.record_path(resolved, args.results)
     distributed.init_from_env(device=resolved["train"]["device"])   # under torchrun (run loads data rank 0 first)
     main = distributed.is_main()
@@ -181,12 +188,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import report
     runs = args.runs or list(report.DEFAULT_RUNS)
-    try:
-        common = report.parse_overrides(",".join(args.common), where="--set")
-        results = report.compare(runs, dataset=args.dataset, budget=args.budget, seed=args.seed,
-                                 cache_dir=args.results, force=args.force, common=common)
-    except (KeyError, ValueError) as e:
-        raise SystemExit(f"error: {e.args[0] if e.args else e}") from None
+    common = report.parse_overrides(",".join(args.common), where="--set")
+    results = report.compare(runs, dataset=args.dataset, budget=args.budget, seed=args.seed,
+                             cache_dir=args.results, force=args.force, common=common)
     budget = results[0][1]["config"]["budget"] if results else args.budget
     command = " ".join(["python -m contrastlab compare", *runs, f"--dataset {args.dataset}",
                         f"--budget {budget}", *([f"--seed {args.seed}"] if args.seed else []),
@@ -220,6 +224,8 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import train
+    if Path(args.checkpoint).is_dir():          # a run folder: its checkpoint
+        args.checkpoint = str(Path(args.checkpoint) / "checkpoint.pt")
     state = train.load_checkpoint(args.checkpoint)
     resolved = state.get("meta", {}).get("experiment")
     if resolved is None:
@@ -227,7 +233,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                     "it was not written by `python -m contrastlab train` or experiments.run")
     x_tr, y_tr, x_te, y_te = experiments.load_data(resolved["dataset"], resolved["train"]["seed"])
     _, method = experiments.build_method(resolved, x_tr.shape[1], num_samples=len(x_tr))
-    method.load_state_dict(state["model"])
+    train._load_model_state(method, state["model"], args.checkpoint)
     encoder = method.encoder
     device = train.resolve_device(resolved["train"]["device"])
     encoder.to(device)
@@ -243,17 +249,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _message(e: BaseException) -> str:
+    """The text of an exception, without the quotes a KeyError puts around it."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
+# What a user's mistake raises: printed as one line. Anything else is a bug, also one line, saying so.
+_USER_ERRORS = (ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError)
+
+
+def _close_progress_bars() -> None:
+    """End any progress bar an error interrupted, so the message starts on a line of its own."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .data import DatasetNotFoundError
-    from .train import CheckpointError
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("CONTRASTLAB_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     method = argv[1] if len(argv) > 1 and argv[0] == "train" and not argv[1].startswith("-") else None
     args = build_parser(method).parse_args(argv)
     try:
         return {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval,
                 "scorecard": cmd_scorecard}[args.command](args)
-    except (CheckpointError, DatasetNotFoundError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        _close_progress_bars()
+        print(f"interrupted: {_message(e) or 'stopped by Ctrl-C'}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        known = isinstance(e, _USER_ERRORS)
+        text = _message(e) if known else f"unexpected {type(e).__name__}: {_message(e)}"
+        _close_progress_bars()
+        print(f"error: {text}" + ("" if known else " (rerun with --debug for the traceback)"), file=sys.stderr)
         return 2
 
 

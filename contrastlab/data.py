@@ -26,6 +26,7 @@ import gzip
 import math
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,8 +440,12 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
 
 def _read_idx(path: Path) -> np.ndarray:
     """Read an unsigned-byte IDX file (optionally gzipped) into an array of its stored shape."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-        raw = f.read()
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:   # not gzip, or cut short
+        raise ValueError(f"{path} is not a readable gzip file ({e}); download it again or "
+                         "replace it with the uncompressed IDX file") from None
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path} is not an unsigned-byte IDX file: expected magic bytes 00 00 08 xx, "
                          f"got {raw[:4].hex(' ')}")

@@ -78,6 +78,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, normalize: bool
     n = z1.shape[0]
     if n < 2:
         raise ValueError(f"z1 and z2 need a batch of N >= 2 (a batch of one has no negatives), got N = {n}")
+    if z1.shape[1] == 0:
+        raise ValueError(f"z1 and z2 need at least one feature per row (D >= 1), got shape {shape_str(z1.shape)}")
     _check_temperature(temperature)
     _check_flag("normalize", normalize)
 

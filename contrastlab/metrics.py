@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastlab._validate import check_tensor, shape_str
+from contrastlab._validate import check_finite, check_tensor, shape_str
 from contrastlab.data import subsample
 
 # --------------------------------------------------------------------------------------------
@@ -198,6 +198,8 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
         accuracy in [0, 1] as a Python float.
     """
     _check_features_labels("test_features", test_features, "test_labels", test_labels)
+    check_finite("train_features", train_features)
+    check_finite("test_features", test_features)
     pred = knn_predict(train_features, train_labels, test_features, **kw)
     return (pred == test_labels.to(pred.device)).float().mean().item()
 
@@ -239,6 +241,8 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
     _check_features_labels("train_features", train_features, "train_labels", train_labels)
     _check_features_labels("test_features", test_features, "test_labels", test_labels)
     _check_same_dim("train_features", train_features, "test_features", test_features)
+    check_finite("train_features", train_features)
+    check_finite("test_features", test_features)
     _check_int("epochs", epochs)
     _check_number("lr", lr)
     _check_number("weight_decay", weight_decay, allow_zero=True)

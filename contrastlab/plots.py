@@ -27,6 +27,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from contrastlab._validate import check_choice, shape_str
+from contrastlab.labels import device_label, name
+
+# Legends, captions and annotations: readable when a figure is scaled to the page's column
+# (a two-panel figure of 8.4 inches at 100 dpi shows at about 0.8 of its size there).
+SMALL = 9
 
 # --------------------------------------------------------------------------------------------
 # records, arrays and captions
@@ -62,7 +67,8 @@ def source_caption(records) -> str | None:
     for _, rec in _records(records):
         prov = rec.get("provenance") or {}
         budget = prov.get("budget", rec["config"].get("budget"))
-        text = " · ".join(p for p in (f"budget {budget}" if budget else None, prov.get("device")) if p)
+        device = device_label(prov["device"]) if prov.get("device") else None
+        text = " · ".join(p for p in (f"budget {budget}" if budget else None, device) if p)
         if text and text not in parts:
             parts.append(text)
     return "source: " + "; ".join(parts) if parts else None
@@ -121,7 +127,7 @@ def _figure(nrows: int = 1, ncols: int = 1, *, width: float = 4.2, height: float
     if caption:
         strip = 0.25 / (height * nrows)                      # a quarter inch for the caption
         fig.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))
-        fig.text(0.01, 0.01, caption, fontsize=7, color="0.35", ha="left", va="bottom")
+        fig.text(0.01, 0.01, caption, fontsize=SMALL, color="0.35", ha="left", va="bottom")
     return fig, axes
 
 
@@ -222,7 +228,7 @@ def circle_features(features_by_name: Mapping, *, kappa: float = 20.0, class_nam
         if col == 0:
             bottom.set_ylabel("density per class")
     fig.colorbar(ring, ax=axes[0, :].tolist(), shrink=0.7, label="density on the circle")
-    axes[1, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), title="class")
+    axes[1, -1].legend(fontsize=SMALL, loc="center left", bbox_to_anchor=(1.02, 0.5), title="class")
     return fig
 
 
@@ -265,11 +271,11 @@ def align_uniform_scatter(records, *, color: str = "knn_acc", labels: Sequence[s
     ax.set(xlabel="alignment (lower: positives closer)", ylabel="uniformity (lower: more uniform)",
            title="Alignment and uniformity")
     _annotate_apart(ax, [(label, a, u) for label, a, u, _ in points])
-    fig.colorbar(dots, ax=ax, label=color)
+    fig.colorbar(dots, ax=ax, label=name(color))
     return fig
 
 
-def _annotate_apart(ax, points: list[tuple[str, float, float]], fontsize: int = 8) -> None:
+def _annotate_apart(ax, points: list[tuple[str, float, float]], fontsize: float = SMALL) -> None:
     """Label each point beside it, moving a label down a line at a time while it overlaps one
     already placed (labels of nearby points otherwise print over each other); a moved label
     gets a thin line back to its point."""
@@ -295,6 +301,13 @@ def _annotate_apart(ax, points: list[tuple[str, float, float]], fontsize: int = 
 def training_curves(records, keys: Sequence[str] = ("loss", "knn_acc", "alignment", "uniformity"), *,
                     labels: Sequence[str] | None = None, ncols: int = 2) -> Figure:
     """One panel per key of ``record["curves"]``, one line per record, against the epoch.
+
+    Panels are titled with the reader's names of the keys (`contrastlab.labels.name`). The
+    ``knn_acc`` curve is the training monitor: a kNN vote of ``train.monitor_train`` training
+    images (5,000 by default) on ``train.monitor_test`` test images (1,000), with the final
+    evaluation's k. With a bank twelve times smaller than the final kNN's 60,000 images, the same
+    k reaches further from each query, so the monitor reads several points below the record's
+    final ``knn_acc``; its panel's title says so.
 
     Args:
         records: result records (see the module docstring); records without curves are skipped.
@@ -327,12 +340,24 @@ def training_curves(records, keys: Sequence[str] = ("loss", "knn_acc", "alignmen
             ax.plot(list(xs), ys, marker="o" if len(ys) <= 20 else None, ms=3, color=palette(j % 10), label=label)
         if not ax.lines:
             ax.text(0.5, 0.5, f"no record has curves[{key!r}]", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8, color="0.4")
-        ax.set(title=key, xlabel="epoch")
+                    transform=ax.transAxes, fontsize=SMALL, color="0.4")
+        ax.set(title=name(key), xlabel="epoch")
+        if key == "knn_acc":                          # the monitor, not the final kNN: say why it reads lower
+            ax.set_title(_monitor_note(used[0]), fontsize=SMALL)
     for ax in axes.flat[len(keys):]:
         ax.set_visible(False)
-    next(ax for ax in axes.flat if ax.lines).legend(fontsize=8)
+    next(ax for ax in axes.flat if ax.lines).legend(fontsize=SMALL)
     return fig
+
+
+def _monitor_note(record: dict) -> str:
+    """Why the kNN monitor reads below the final kNN accuracy: it runs on subsets."""
+    train, ev = record["config"].get("train") or {}, record["config"].get("eval") or {}
+    bank, test, k = train.get("monitor_train"), train.get("monitor_test"), ev.get("knn_k", 200)
+    if not bank or not test:
+        return f"kNN monitor: subsets, k = {k}\n(the final kNN, on all images, reads higher)"
+    return (f"kNN monitor: {bank:,} train / {test:,} test images, k = {k}\n"
+            "(the final kNN, on all images, reads higher)")
 
 
 def _grouped(items: list[tuple[str, dict]], keys: Sequence[str], metric: str) -> dict[tuple, list[float]]:
@@ -390,11 +415,11 @@ def ablation_bars(records, by: str | Sequence[str] = "method.temperature", metri
     for x, (m, s), k in zip(xs, stats, order):
         n = len(groups[k])
         ax.annotate(f"{m:.3f}\nn={n}" if n > 1 else f"{m:.3f}\none seed", (x, m + s), xytext=(0, 3),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=7)
+                    textcoords="offset points", ha="center", va="bottom", fontsize=SMALL)
     ax.set_xticks(xs, [", ".join(map(str, k)) for k in order])
-    ax.set(xlabel=", ".join(keys), ylabel=metric)
+    ax.set(xlabel=", ".join(map(name, keys)), ylabel=name(metric))
     single = all(len(v) == 1 for v in groups.values())
-    ax.set_title(f"{metric}: one seed each" if single else f"{metric}: mean ± SE over seeds", fontsize=10)
+    ax.set_title(f"{name(metric)}: one seed each" if single else f"{name(metric)}: mean ± SE over seeds", fontsize=10)
     ax.margins(y=0.15)
     return fig
 
@@ -428,12 +453,13 @@ def ablation_heatmap(records, x: str = "method.temperature", y: str = "train.bat
     for (vx, vy), values in groups.items():
         m, s = _mean_se(values)
         ax.text(xs.index(vx), ys.index(vy), _spread_text(m, s, len(values)), ha="center", va="center",
-                fontsize=7, color="white" if m < mid else "black")
+                fontsize=SMALL, color="white" if m < mid else "black")
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])
     single = all(len(v) == 1 for v in groups.values())
-    ax.set(xlabel=x, ylabel=y, title=f"{metric} (one seed each)" if single else f"{metric} (mean ± SE over seeds)")
-    fig.colorbar(image, ax=ax, label=metric)
+    ax.set(xlabel=name(x), ylabel=name(y),
+           title=f"{name(metric)} (one seed each)" if single else f"{name(metric)} (mean ± SE over seeds)")
+    fig.colorbar(image, ax=ax, label=name(metric))
     return fig
 
 
@@ -494,7 +520,7 @@ def embedding_2d(features, labels, *, method: str = "tsne", n: int = 2000, seed:
         name = class_names[int(c)] if class_names is not None else str(c)
         ax.scatter(xy[mask, 0], xy[mask, 1], s=4 if m > 500 else 12, color=palette(k % palette.N), label=name)
     ax.set(xticks=[], yticks=[], title=f"{'t-SNE' if method == 'tsne' else 'UMAP'} of {m} points")
-    ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.01, 0.5), title="class")
+    ax.legend(fontsize=SMALL, markerscale=2, loc="center left", bbox_to_anchor=(1.01, 0.5), title="class")
     return fig
 
 
@@ -581,7 +607,7 @@ def mi_bound(result: Mapping) -> Figure:
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(int(v)) for v in ns])
     ax.set(xlabel="batch size N", ylabel="nats", title="InfoNCE estimate log N − L ≤ min(I, log N)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL)
     return fig
 
 
@@ -614,7 +640,7 @@ def gradient_weights(result: Mapping) -> Figure:
         ax.set(xlabel="similarity of the negative to the anchor")
     axes[0, 0].set(yscale="log", ylabel="gradient weight |∂ℓ/∂s|", title="weight per negative")
     axes[0, 1].set(ylabel="share of the negatives' gradient", title="where the push goes")
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=SMALL)
     return fig
 
 
@@ -691,15 +717,15 @@ def claim_arms(card: Mapping, chapter: str | None = None, *, columns: int = 3) -
             values = np.asarray(arm["values"], dtype=float)
             ax.bar(i, values.mean(), width=0.55, color=("tab:blue", "tab:orange")[i], alpha=0.6)
             ax.scatter(i + np.linspace(-0.1, 0.1, len(values)), values, color="black", s=10, zorder=3)
-        ax.set_xticks([0, 1], [textwrap_label(a["name"]) for a in c["arms"]], fontsize=8)
-        ax.set_title(f"{textwrap_label(c['claim'], 34)}\n{c['verdict']}", fontsize=8)
+        ax.set_xticks([0, 1], [textwrap_label(a["name"]) for a in c["arms"]], fontsize=SMALL)
+        ax.set_title(f"{textwrap_label(c['claim'], 34)}\n{c['verdict']}", fontsize=SMALL)
         ax.set_ylim(0, 1)
     for ax in axes[len(claims):]:
         ax.set_visible(False)
     axes[0].set_ylabel("linear-probe accuracy (test)")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside upper center", ncol=3, fontsize=8, frameon=False)
+        fig.legend(handles, labels, loc="outside upper center", ncol=3, fontsize=SMALL, frameon=False)
     return fig
 
 

@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from . import experiments
+from . import experiments, labels
 from .methods import METHODS
 
 DEFAULT_RUNS = (*experiments.BASELINES, *METHODS)
@@ -108,8 +108,9 @@ def _few_label_columns(results) -> list[str]:
 
 
 def _training_minutes(record: dict) -> str:
-    seconds = record.get("curves", {}).get("time_s")
-    return f"{sum(seconds) / 60:.1f} min" if seconds else "–"
+    """The record's training time (`contrastlab.labels.TRAINING_TIME`) in minutes, '–' without training."""
+    seconds = labels.training_seconds(record)
+    return "–" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def markdown_table(results: list[tuple[str, dict]]) -> str:
@@ -128,7 +129,7 @@ def markdown_table(results: list[tuple[str, dict]]) -> str:
         cells = [f"`{spec}`", f"{m['knn_acc']:.4f}", f"{m['linear_acc']:.4f}",
                  *(f"{m[k]:.4f}" if k in m else "–" for k in few),
                  _spread(record.get("curves", {}).get("embed_std")), _training_minutes(record),
-                 p["device"], _short(p.get("commit"))]
+                 labels.device_label(p.get("device")), _short(p.get("commit"))]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

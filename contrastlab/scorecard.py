@@ -33,8 +33,9 @@ from pathlib import Path
 
 from . import experiments, stats
 
-__all__ = ["CLAIMS", "INSTRUMENT", "Arm", "Claim", "Instrument", "arm_values", "calibration", "claims_of", "compute",
-           "format_text", "missing_configs", "records_seconds", "scorecard"]
+__all__ = ["CLAIMS", "INSTRUMENT", "RANK_CLAIMS", "Arm", "Claim", "Instrument", "RankClaim", "arm_values",
+           "calibration", "claims_of", "compute", "encoder_points", "encoders", "format_text", "missing_configs",
+           "records_seconds", "scorecard"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Arm:
 
     ``value`` of a seed is the record's ``metric`` (the claim's when None); with ``minus`` it is
     that minus the other arm's value at the same seed; with ``analysis`` it is
-    ``analysis(seed)`` and no run is involved.
+    ``analysis(seed, cache_dir)`` (the results folder the scorecard reads) and no run is involved.
     """
 
     name: str
@@ -53,7 +54,7 @@ class Arm:
     budget: str | None = None         # None: the instrument's budget
     metric: str | None = None         # None: the claim's metric
     minus: Arm | None = None
-    analysis: Callable[[int], float] | None = None
+    analysis: Callable[[int, Path], float] | None = None
 
     def configs(self, instrument: Instrument, seed: int) -> list[experiments.ExperimentConfig]:
         """The experiments this arm's value at ``seed`` reads (none for an analysis)."""
@@ -82,6 +83,25 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class RankClaim:
+    """A claim that a statistic of trained encoders predicts the probe: Spearman's rho over encoders.
+
+    The encoders are every trained run of the claims (`encoders`), each read as its mean over the
+    instrument's seeds; `contrastlab.stats.rank_correlation` decides it with a bootstrap interval.
+    """
+
+    id: str
+    seed_claim: int | None
+    chapter: str
+    claim: str
+    paper: str
+    statistic: str            # e.g. 'final.alignment'
+    direction: int            # the paper's sign of rho(statistic, metric): -1 or +1
+    metric: str = "linear_acc"
+    kind: str = "correlation"
+
+
+@dataclass(frozen=True)
 class Instrument:
     name: str = "bench"
     budget: str = "bench"
@@ -106,23 +126,66 @@ INSTRUMENT = Instrument()
 # the claims
 
 
-def _infonce_estimate(n: int, mi: float) -> Callable[[int], float]:
+def _infonce_estimate(n: int, mi: float) -> Callable[[int, Path], float]:
     """The InfoNCE estimate log N - L (optimal critic, true I = ``mi`` nats) at batch size ``n``."""
-    def measure(seed: int) -> float:
+    def measure(seed: int, cache_dir: Path) -> float:
         from .analysis import mi_bound_experiment
         out = mi_bound_experiment(batch_sizes=(n,), mis=(mi,), critic="optimal", eval_samples=4096, seed=seed)
         return out["runs"][0]["estimate"][0]
     return measure
 
 
-def _constant(value: float) -> Callable[[int], float]:
-    def measure(seed: int) -> float:
+def _spread(method: str) -> Callable[[int, Path], float]:
+    """The SD over `_SUPCON_SETTINGS` of ``method``'s probe at one seed (reads the settings' records)."""
+    def measure(seed: int, cache_dir: Path) -> float:
+        values = []
+        for _, _, over in _SUPCON_SETTINGS:
+            record = _record(Arm("", method, overrides=over).configs(INSTRUMENT, seed)[0], cache_dir)
+            if record is None:
+                raise LookupError(f"{method} {over} seed {seed}")
+            values.append(record["metrics"]["linear_acc"])
+        return statistics.stdev(values)
+    return measure
+
+
+def _benchmark(method: str, field: str) -> Callable[[int, Path], float]:
+    """A figure of ``method`` in the methods benchmark (results/benchmarks/methods-cpu.json, one run
+    of every method with the same encoder and batch); ``state_bytes`` is its buffers' size in bytes."""
+    def measure(seed: int, cache_dir: Path) -> float:
+        path = cache_dir / "benchmarks" / "methods-cpu.json"
+        if not path.exists():
+            raise LookupError(str(path))
+        row = next(m for m in json.loads(path.read_text())["methods"] if m["method"] == method)
+        return float(row["state"]["buffers"] if field == "state_bytes" else row[field])
+    return measure
+
+
+def _constant(value: float) -> Callable[[int, Path], float]:
+    def measure(seed: int, cache_dir: Path) -> float:
         return value
     return measure
 
 
 SIMCLR = Arm("SimCLR (reference recipe)")
-_SHORT = {"train.epochs": 4}                    # a quarter of the bench budget's 16 epochs
+MOCO = Arm("MoCo (m = 0.99, K = 4096)", "moco")
+SWAV = Arm("SwAV (2 views)", "swav")
+BYOL = Arm("BYOL", "byol")
+BYOL_NO_PREDICTOR = Arm("BYOL without predictor", "byol", overrides={"method.predictor": False})
+BYOL_NO_EMA = Arm("BYOL without EMA target", "byol", overrides={"method.ema": False})
+EPOCHS = experiments.PRESETS["bench"]["train.epochs"]   # the instrument's training length
+SHORT_EPOCHS = EPOCHS // 4
+_SHORT = {"train.epochs": SHORT_EPOCHS}          # a quarter of the instrument's epochs
+# multi-crop at about the compute of two 16 px views: 2 x 16 px + 4 x 9 px views cost
+# (2 + 4 (9/16)^2) / 2 = 1.63 times as much a step, so they train for 1 / 1.63 of the epochs
+MULTICROP_EPOCHS = round(EPOCHS * 2 / (2 + 4 * (9 / 16) ** 2))
+_B64 = {"train.batch_size": 64}
+# SupCon against cross-entropy at two learning rates and two colour strengths: the instrument's
+# Adam rate and colour strength 1, and a quarter of each
+_LR = experiments.PRESETS["bench"]["train.lr"]
+_SUPCON_SETTINGS = (("", f"lr {_LR:g}, strength 1", {}),
+                    ("-low-lr", f"lr {_LR / 4:g}, strength 1", {"train.lr": _LR / 4}),
+                    ("-mild-colour", f"lr {_LR:g}, strength 0.25", {"augment.strength": 0.25}),
+                    ("-low-lr-mild-colour", f"lr {_LR / 4:g}, strength 0.25", {"train.lr": _LR / 4, "augment.strength": 0.25}))
 _WAVE = dict(dataset="waveforms", budget="cpu")   # CPC on sequences: chapter 3's setting
 
 CLAIMS: tuple[Claim, ...] = (
@@ -161,7 +224,7 @@ CLAIMS: tuple[Claim, ...] = (
           "56.3% vs under 20% (ImageNet, Fig. 5, colour with itself)", SIMCLR,
           Arm("colour alone", overrides={"augment.crop": False})),
     # 5: batch size and training length (SimCLR Fig. 9)
-    Claim("simclr-longer-training", 5, "05", "training longer helps (16 epochs vs 4)",
+    Claim("simclr-longer-training", 5, "05", f"training longer helps ({EPOCHS} epochs vs {SHORT_EPOCHS})",
           "batch 256: about 57% after 100 epochs, 66% after 800 (ImageNet, Fig. 9)", SIMCLR,
           Arm("a quarter of the epochs", overrides=_SHORT)),
     # 6: instance discrimination's negatives and memory bank (Wu et al. 2018, Table 1)
@@ -191,13 +254,104 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("simclr-head-mlp-vs-linear", 2, "05", "a non-linear projection head beats a linear one (probe of h)",
           "about +3 points (ImageNet, Fig. 8)", SIMCLR,
           Arm("linear head", overrides={"method.head": "linear"})),
-    Claim("simclr-bigger-batch-short", 5, "05", "a bigger batch helps in a short run (256 vs 64, 4 epochs)",
+    Claim("simclr-bigger-batch-short", 5, "05", f"a bigger batch helps in a short run (256 vs 64, {SHORT_EPOCHS} epochs)",
           "batch 4096 vs 256 after 100 epochs: about 64% vs 57% (ImageNet, Fig. 9)",
           Arm("batch 256", overrides=_SHORT), Arm("batch 64", overrides={**_SHORT, "train.batch_size": 64})),
     Claim("instdisc-more-noise-samples", 6, "02", "more noise samples help NCE (m = 4096 vs m = 16)",
           "80.4% vs 63.4% at m = 10 (CIFAR-10 kNN, Table 1)",
           Arm("m = 4096", "instdisc", overrides={"method.nce_k": 4096}),
           Arm("m = 16", "instdisc", overrides={"method.nce_k": 16})),
+    # 9: MoCo (He et al. 2020): the momentum encoder, the queue, the symmetric loss, shuffling BN
+    Claim("moco-vs-random", 9, "06", "MoCo learns (vs an untrained encoder)",
+          "60.6% (ImageNet, ResNet-50, K = 65,536, Table 1); untrained not reported", MOCO,
+          INSTRUMENT.reference("random_init"), paired=False),
+    Claim("moco-momentum-vs-zero", 9, "06", "a slow key encoder (m = 0.99) beats a copy of the query encoder (m = 0)",
+          "m = 0.99: 57.8%; m = 0: training fails (ImageNet, K = 4096, section 4.1)", MOCO,
+          Arm("m = 0", "moco", overrides={"method.momentum": 0.0})),
+    Claim("moco-momentum-zero-fails", 9, "06", "with m = 0 MoCo fails: no better than an untrained encoder",
+          "m = 0: the training loss oscillates and fails to converge (ImageNet, section 4.1)",
+          INSTRUMENT.reference("random_init"), Arm("m = 0", "moco", overrides={"method.momentum": 0.0}), paired=False),
+    Claim("moco-queue-size", 9, "06", "a bigger queue helps (K = 4096 vs K = 256)",
+          "accuracy rises with K from 256 to 65,536 (ImageNet, Fig. 3)", MOCO,
+          Arm("K = 256", "moco", overrides={"method.queue_size": 256})),
+    Claim("moco-symmetric", 9, "06", "the symmetric loss beats the one-sided loss at equal epochs",
+          "85.3% vs 82.6% (the MoCo authors' CIFAR-10 demo, ResNet-18, 200 epochs, kNN)",
+          Arm("symmetric", "moco", overrides={"method.symmetric": True}), MOCO),
+    Claim("moco-shuffle-bn", 9, "06", "keys' BN over shuffled sub-batches beats full-batch BN (which leaks)",
+          "without shuffling BN the pretext task is cheated and accuracy drops (ImageNet, Fig. 4)", MOCO,
+          Arm("full-batch BN", "moco", overrides={"method.shuffle_bn": False})),
+    # 10: SwAV (Caron et al. 2020): the equal partition, multi-crop, the queue at small batch
+    Claim("swav-vs-random", 10, "07", "SwAV learns (vs an untrained encoder)",
+          "75.3% (ImageNet, ResNet-50, 800 epochs, multi-crop)", SWAV, INSTRUMENT.reference("random_init"),
+          paired=False),
+    Claim("swav-equal-partition", 10, "07",
+          "Sinkhorn's codes spread the test images more evenly over the prototypes than the raw scores do",
+          "codes equipartition each batch by construction (section 3.1); no usage figure reported",
+          Arm("Sinkhorn codes", "swav", metric="code_entropy"), Arm("highest score", "swav", metric="argmax_entropy"),
+          metric="code_entropy"),
+    Claim("swav-multicrop", 10, "07", f"multi-crop (2 x 16 px + 4 x 9 px, {MULTICROP_EPOCHS} epochs) beats 2 x 16 px "
+          f"({EPOCHS} epochs) at about equal compute",
+          "+2 to +4 points for every method tested (ImageNet, Fig. 3)",
+          Arm("multi-crop", "swav", overrides={"method.n_small": 4, "train.epochs": MULTICROP_EPOCHS}), SWAV),
+    Claim("swav-queue-small-batch", 10, "07", f"at batch 64 a queue of past features helps (1024 vs none, {SHORT_EPOCHS} epochs)",
+          "a queue of 3,840 features for batches of 256 or less (ImageNet, section 4.3)",
+          Arm("batch 64 + queue", "swav", overrides={**_SHORT, **_B64, "method.queue_size": 1024}),
+          Arm("batch 64", "swav", overrides={**_SHORT, **_B64})),
+    # 11: BYOL (Grill et al. 2020): the predictor and the EMA target prevent collapse; robust to the batch
+    Claim("byol-vs-random", 11, "08", "BYOL learns (vs an untrained encoder)",
+          "74.3% (ImageNet, ResNet-50, 1,000 epochs)", BYOL, INSTRUMENT.reference("random_init"), paired=False),
+    Claim("byol-no-predictor-collapses", 11, "08", "without the predictor BYOL collapses: no better than an untrained encoder",
+          "collapse: near-chance accuracy (Table 5)", INSTRUMENT.reference("random_init"), BYOL_NO_PREDICTOR,
+          paired=False),
+    Claim("byol-no-ema-collapses", 11, "08", "without the moving-average target BYOL collapses: no better than an untrained encoder",
+          "collapse: near-chance accuracy (Table 5)", INSTRUMENT.reference("random_init"), BYOL_NO_EMA, paired=False),
+    Claim("byol-no-predictor-sd", 11, "08", "without the predictor the per-dimension SD of z falls (collapse)",
+          "collapse to a constant (section 3.2)", Arm("BYOL", "byol", metric="final.embed_std"),
+          Arm("no predictor", "byol", overrides={"method.predictor": False}, metric="final.embed_std"),
+          metric="final.embed_std"),
+    Claim("byol-no-ema-sd", 11, "08", "without the moving-average target the per-dimension SD of z falls (collapse)",
+          "collapse to a constant (section 3.2)", Arm("BYOL", "byol", metric="final.embed_std"),
+          Arm("no EMA target", "byol", overrides={"method.ema": False}, metric="final.embed_std"),
+          metric="final.embed_std"),
+    Claim("byol-batch-robust", 11, "08", f"a smaller batch (64 vs 256, {SHORT_EPOCHS} epochs) costs BYOL less than SimCLR",
+          "BYOL nearly flat from 4,096 down to 256, SimCLR falls steadily (ImageNet, Fig. 3a)",
+          Arm("SimCLR's drop", overrides=_SHORT, minus=Arm("SimCLR, batch 64", overrides={**_SHORT, **_B64})),
+          Arm("BYOL's drop", "byol", overrides=_SHORT, minus=Arm("BYOL, batch 64", "byol", overrides={**_SHORT, **_B64}))),
+    # 12: SupCon (Khosla et al. 2020): against cross-entropy, stability across settings, L_out vs L_in
+    *(Claim(f"supcon-vs-ce{suffix}", 12, "09", f"SupCon beats cross-entropy with the same encoder ({words})",
+            "96.0% vs 95.0% (CIFAR-10, ResNet-50, SupContrast README)",
+            Arm(f"SupCon ({words})", "supcon", overrides=over), Arm(f"cross-entropy ({words})", "supervised", overrides=over))
+      for suffix, words, over in _SUPCON_SETTINGS),
+    Claim("supcon-stability", 12, "09",
+          "SupCon's accuracy varies less than cross-entropy's over the four settings (SD across settings)",
+          "SupCon's accuracy varies less than cross-entropy's over hyperparameters (ImageNet, Fig. 4)",
+          Arm("cross-entropy's SD over settings", analysis=_spread("supervised")),
+          Arm("SupCon's SD over settings", analysis=_spread("supcon")), metric="linear_acc_sd_over_settings"),
+    Claim("supcon-out-vs-in", 12, "09", "L_out (log-probabilities averaged over positives) beats L_in",
+          "78.7% vs 67.4% top-1 (ImageNet, ResNet-50, Table 1)", Arm("L_out", "supcon"),
+          Arm("L_in", "supcon", overrides={"method.variant": "in"})),
+    # 14: the three families (memory bank, end-to-end, clustering) at the same encoder and batch:
+    # memory and speed are facts of one benchmark run (reported, not counted as reproductions)
+    Claim("families-bank-negatives", 14, "11", "a memory bank offers more negatives per step than an end-to-end batch",
+          "memory bank: every image a negative; end-to-end: the batch's 2N - 2 (background slides)",
+          Arm("InstDisc's negatives", analysis=_benchmark("instdisc", "negatives")),
+          Arm("SimCLR's negatives", analysis=_benchmark("simclr", "negatives")), metric="negatives", kind="bookkeeping"),
+    Claim("families-bank-state", 14, "11", "the memory bank keeps a large state (bytes of buffers) beside the weights",
+          "600 MB with 128 features per image (ImageNet, Wu et al. 2018)",
+          Arm("InstDisc's buffers", analysis=_benchmark("instdisc", "state_bytes")),
+          Arm("SimCLR's buffers", analysis=_benchmark("simclr", "state_bytes")), metric="bytes", kind="bookkeeping"),
+    Claim("families-end-to-end-memory", 14, "11", "end-to-end training's step memory exceeds the memory bank's at the same batch",
+          "end-to-end needs large batches and so high GPU memory (background slides)",
+          Arm("SimCLR's step peak", analysis=_benchmark("simclr", "step_peak_bytes")),
+          Arm("InstDisc's step peak", analysis=_benchmark("instdisc", "step_peak_bytes")), metric="bytes", kind="bookkeeping"),
+)
+
+# 13: alignment and uniformity (Wang & Isola 2020) over every encoder the claims above train
+RANK_CLAIMS: tuple[RankClaim, ...] = (
+    RankClaim("alignment-predicts-probe", 13, "10", "better-aligned encoders (lower alignment loss) probe better",
+              "lower L_align goes with higher accuracy over 304 STL-10 encoders (Fig. 5)", "final.alignment", -1),
+    RankClaim("uniformity-predicts-probe", 13, "10", "more uniform encoders (lower uniformity loss) probe better",
+              "lower L_uniform goes with higher accuracy over 304 STL-10 encoders (Fig. 5)", "final.uniformity", -1),
 )
 
 
@@ -215,14 +369,25 @@ def _record(config: experiments.ExperimentConfig, cache_dir: Path) -> dict | Non
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _metric(record: dict, metric: str) -> float:
+    """A record's ``metric``; ``final.NAME`` is the last value of its training curve NAME (e.g. the
+    end-of-training ``final.alignment`` of h, measured on a fixed batch of training images)."""
+    if metric.startswith("final."):
+        return record["curves"][metric.removeprefix("final.")][-1]
+    return record["metrics"][metric]
+
+
 def arm_value(arm: Arm, metric: str, instrument: Instrument, seed: int, cache_dir: Path) -> float | None:
     """The arm's value at ``seed`` from the stored records; None when a record is missing."""
     if arm.analysis is not None:
-        return float(arm.analysis(seed))
+        try:
+            return float(arm.analysis(seed, cache_dir))
+        except LookupError:        # an analysis of records (or of a benchmark) that are not there yet
+            return None
     record = _record(arm.configs(instrument, seed)[0], cache_dir)
     if record is None:
         return None
-    value = record["metrics"][arm.metric or metric]
+    value = _metric(record, arm.metric or metric)
     if arm.minus is not None:
         other = arm_value(arm.minus, metric, instrument, seed, cache_dir)
         return None if other is None else value - other
@@ -238,12 +403,19 @@ def arm_values(arm: Arm, metric: str, instrument: Instrument | None = None,
     return None if any(v is None for v in values) else values
 
 
+def _thread_seconds(record: dict) -> float:
+    """A cell's cost: its CPU time where the record has it (one thread a cell, so contention from
+    other work on the machine does not inflate it), else its wall time."""
+    p = record["provenance"]
+    return p.get("cpu_time_s", p["wall_time_s"])
+
+
 def _cell_seconds(arm: Arm, instrument: Instrument, cache_dir: Path) -> list[float]:
     out = []
     for seed in instrument.seeds:
         record = _record(arm.configs(instrument, seed)[0], cache_dir)
         if record is not None:
-            out.append(record["provenance"]["wall_time_s"])
+            out.append(_thread_seconds(record))
     return out
 
 
@@ -296,18 +468,23 @@ def _cache(cache_dir) -> Path:
 
 
 def records_seconds(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None) -> list[float]:
-    """The wall time of every stored record the scorecard reads (each counted once)."""
+    """The cost (`_thread_seconds`) of every stored record the scorecard reads (each counted once)."""
     instrument = instrument or INSTRUMENT
     claims = CLAIMS if claims is None else claims
-    return [json.loads(path.read_text())["provenance"]["wall_time_s"]
+    return [_thread_seconds(json.loads(path.read_text()))
             for _, path in _cells(_arms(instrument, claims), instrument, _cache(cache_dir)) if path.exists()]
 
 
-def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None) -> dict:
+def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str | Path | None = None,
+              rank_claims=None) -> dict:
     """The scorecard as a JSON-able dict: ``instrument`` (calibration) and ``claims``, each with its
     arms' per-seed values, ``diff``, ``se``, ``df``, ``half_width`` and ``verdict``
-    (`contrastlab.stats.compare_arms`); claims whose records are missing are listed in ``pending``."""
+    (`contrastlab.stats.compare_arms`), and ``correlations``: the ``rank_claims`` (`RANK_CLAIMS` by
+    default, with the default claims) over the encoders of ``claims``. Claims whose records are
+    missing are listed in ``pending``."""
     instrument = instrument or INSTRUMENT
+    if rank_claims is None:
+        rank_claims = RANK_CLAIMS if claims is None else ()
     claims = CLAIMS if claims is None else claims
     cache_dir = _cache(cache_dir)
     done, pending = [], []
@@ -324,7 +501,56 @@ def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str 
                               for arm, v in ((c.a, a), (c.b, b))],
                      "paired": c.paired, "diff": result.diff, "se": result.se, "df": result.df,
                      "half_width": result.half_width, "verdict": result.verdict})
-    return {"instrument": calibration(instrument, cache_dir), "claims": done, "pending": pending}
+    correlations = []
+    for c in rank_claims:
+        points = encoder_points(c, instrument, claims, cache_dir)
+        if len(points) < 4:
+            pending.append(c.id)
+            continue
+        result = stats.rank_correlation([p["statistic"] for p in points], [p["metric"] for p in points],
+                                        direction=c.direction)
+        correlations.append({"id": c.id, "seed_claim": c.seed_claim, "chapter": c.chapter, "claim": c.claim,
+                             "paper": c.paper, "statistic": c.statistic, "metric": c.metric, "kind": c.kind,
+                             "encoders": points, **result.as_dict()})
+    return {"instrument": calibration(instrument, cache_dir), "claims": done, "correlations": correlations,
+            "pending": pending}
+
+
+def encoders(claims=None) -> list[Arm]:
+    """Every trained run the ``claims`` read on the instrument (once each, in claim order): the
+    encoders a `RankClaim` ranks."""
+    claims = CLAIMS if claims is None else claims
+    out, seen = [], set()
+
+    def visit(arm: Arm | None) -> None:
+        if arm is None or arm.analysis is not None:
+            return
+        key = (arm.method, json.dumps(arm.overrides, sort_keys=True))
+        if arm.dataset is None and arm.budget is None and arm.method not in experiments.BASELINES and key not in seen:
+            seen.add(key)
+            out.append(Arm(arm.name, arm.method, dict(arm.overrides)))
+        visit(arm.minus)
+    for c in claims:
+        visit(c.a)
+        visit(c.b)
+    return out
+
+
+def encoder_points(claim: RankClaim, instrument: Instrument | None = None, claims=None,
+                   cache_dir: str | Path | None = None) -> list[dict]:
+    """One point per encoder whose every seed has a record: its name, method, overrides and the
+    means over seeds of the claim's statistic and metric."""
+    instrument = instrument or INSTRUMENT
+    cache_dir = _cache(cache_dir)
+    points = []
+    for arm in encoders(claims):
+        x = arm_values(Arm(arm.name, arm.method, arm.overrides, metric=claim.statistic), claim.statistic,
+                       instrument, cache_dir)
+        y = arm_values(arm, claim.metric, instrument, cache_dir)
+        if x is not None and y is not None:
+            points.append({"name": arm.name, "method": arm.method, "overrides": arm.overrides,
+                           "statistic": statistics.mean(x), "metric": statistics.mean(y)})
+    return points
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,9 +616,15 @@ def format_text(card: dict) -> str:
     if "range" in ins:
         lines.append(f"  range {ins['range']:.3f}, SimCLR seed SD {ins['simclr_sd']:.4f}, "
                      f"MDD {ins['mdd']['3']:.4f} at n = 3, {ins['mdd']['5']:.4f} at n = 5")
+    if ins["cell_seconds"]:
+        lines.append(f"  one SimCLR run: {statistics.median(ins['cell_seconds']):.0f} s of one thread (median)")
     for c in card["claims"]:
         lines.append(f"[{c['verdict']}] {c['id']} (seed claim {c['seed_claim']}, chapter {c['chapter']}): "
                      f"diff {c['diff']:+.4f} +- {c['half_width']:.4f}{' paired' if c['paired'] else ''}")
+    for c in card.get("correlations", []):
+        lines.append(f"[{c['verdict']}] {c['id']} (seed claim {c['seed_claim']}, chapter {c['chapter']}): "
+                     f"Spearman rho {c['rho']:+.3f}, 95% bootstrap interval [{c['low']:+.3f}, {c['high']:+.3f}] "
+                     f"over {c['n']} encoders")
     if card["pending"]:
         lines.append(f"pending (records missing; --compute trains them): {', '.join(card['pending'])}")
     return "\n".join(lines)

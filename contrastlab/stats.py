@@ -15,7 +15,13 @@ Paired design (both arms share seed i, i.e. initialisation and data order): the 
 differences d_i = a_i - b_i give diff = mean(d), SE = sd(d) / sqrt(n), df = n - 1.
 
 `mdd` is the smallest true difference the rule resolves at n seeds an arm given the seed SD of
-one arm: t(0.975, 2n - 2) sqrt(2 / n) SD. Nothing here trains or reads records.
+one arm: t(0.975, 2n - 2) sqrt(2 / n) SD.
+
+A claim about a correlation over many encoders (Wang & Isola: the more aligned and the more uniform
+an encoder, the better its probe) has no two arms; `rank_correlation` gives Spearman's rho and
+its 95% bootstrap interval (encoders resampled with replacement), and the same three verdicts:
+**reproduced** if the interval lies wholly on the paper's side of 0, **reversed** if wholly on
+the other, else **not resolved**. Nothing here trains or reads records.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 from scipy.stats import t as _student_t
 
-__all__ = ["VERDICTS", "Comparison", "compare_arms", "mdd", "mean_se", "t975"]
+__all__ = ["VERDICTS", "Comparison", "Correlation", "compare_arms", "mdd", "mean_se", "rank_correlation", "t975"]
 
 VERDICTS = ("reproduced", "not resolved", "reversed")
 
@@ -117,3 +123,76 @@ def mdd(sd: float, n: int) -> float:
     if not sd >= 0:
         raise ValueError(f"sd must be >= 0, got {sd!r}")
     return t975(2 * n - 2) * math.sqrt(2 / n) * sd
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """The outcome of `rank_correlation`: Spearman's ``rho`` and its 95% bootstrap interval."""
+
+    rho: float
+    low: float
+    high: float
+    n: int               # encoders (points)
+    n_boot: int          # bootstrap resamples
+    direction: int       # the paper's sign of rho: -1 or +1
+    verdict: str         # one of VERDICTS
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ranks(x: list[float]) -> list[float]:
+    """Ranks 1..n, ties given their mean rank."""
+    order = sorted(range(len(x)), key=x.__getitem__)
+    ranks = [0.0] * len(x)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    """Pearson's correlation of the ranks; 0 when either side has no spread."""
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else 0.0
+
+
+def rank_correlation(x, y, *, direction: int, n_boot: int = 2000, seed: int = 0) -> Correlation:
+    """Spearman's rho of ``x`` against ``y`` (one value each per encoder) with a percentile bootstrap.
+
+    Args:
+        x, y: equal-length sequences, at least 4 points.
+        direction: the sign the paper predicts for rho, -1 or +1.
+        n_boot: bootstrap resamples of the points (with replacement).
+        seed: seed of the resampling, so the interval is reproducible.
+    """
+    import random
+    x, y = _values("x", x), _values("y", y)
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have one value per encoder each, got {len(x)} and {len(y)} values")
+    if len(x) < 4:
+        raise ValueError(f"rank_correlation needs at least 4 points, got {len(x)}")
+    if direction not in (-1, 1):
+        raise ValueError(f"direction must be -1 or +1, got {direction!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
+        raise ValueError(f"n_boot must be an int >= 100, got {n_boot!r}")
+    rng = random.Random(seed)
+    n = len(x)
+    boot = []
+    for _ in range(n_boot):
+        idx = [rng.randrange(n) for _ in range(n)]
+        boot.append(_spearman([x[i] for i in idx], [y[i] for i in idx]))
+    boot.sort()
+    low, high = boot[int(0.025 * n_boot)], boot[min(n_boot - 1, int(0.975 * n_boot))]
+    signed_low, signed_high = sorted((direction * low, direction * high))
+    verdict = "reproduced" if signed_low > 0 else "reversed" if signed_high < 0 else "not resolved"
+    return Correlation(rho=_spearman(x, y), low=low, high=high, n=n, n_boot=n_boot, direction=direction,
+                       verdict=verdict)

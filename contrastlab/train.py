@@ -15,7 +15,6 @@ resumed run continues the same run: same batches, same augmentations, same weigh
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import distributed, metrics
+from . import _io, distributed, metrics
 from ._validate import check_choice, check_positive, check_tensor
 from .data import IndexBatches
 from .optim import OPTIMIZERS, build_optimizer, warmup_cosine
@@ -135,6 +134,26 @@ def train_step(model: nn.Module, views: list[Tensor], optimizer: torch.optim.Opt
     return out
 
 
+def _note_non_finite(first: Tensor, loss: Tensor, step: int) -> Tensor:
+    """``first`` (a 0-d tensor on the loss's device, 0 while every loss was finite) becomes ``step``
+    at the first step whose loss is NaN or infinite. No host sync: the loop reads it where it
+    already reads the loss (`_stop_if_diverged`)."""
+    return torch.where((first == 0) & ~torch.isfinite(loss.detach()).all(), step, first)
+
+
+def _stop_if_diverged(first: Tensor, loss_sum: float, lr_of_step) -> None:
+    """Stop `fit` if a loss was non-finite, before any checkpoint holds that step's weights; the
+    run's checkpoint on disk stays the last one written while the loss was finite."""
+    step = int(first)
+    if step == 0:
+        return
+    raise FloatingPointError(
+        f"training diverged at step {step}: the loss is {loss_sum} "
+        f"(learning rate {lr_of_step(step):.3g}). Likely cause: a learning rate too high (train.lr, --lr) or a "
+        f"temperature too low (method.temperature, --temperature); lower it and train again. "
+        f"The last checkpoint written before this step is kept")
+
+
 def eval_transform(size: int | None):
     """uint8 images -> float in [0, 1], resized to ``size`` when they are another size."""
     def transform(x: Tensor) -> Tensor:
@@ -148,25 +167,18 @@ def eval_transform(size: int | None):
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file, fsync, then rename over the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write ``state`` to ``path`` atomically: a temporary file of its own, fsync, then rename over the old one."""
+    return _io.save_torch(state, path)   # a unique temporary file, so concurrent writers never mix
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by `save_checkpoint`; raise CheckpointError if it is damaged."""
+    """Read a checkpoint written by `save_checkpoint`; raise CheckpointError if it is damaged
+    (its zip members' CRC-32 checksums are verified before anything is unpickled)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = _io.load_torch(path, map_location=map_location)
     except Exception as e:  # torch raises several types for truncated or garbled files
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt and cannot be loaded "
                               f"({type(e).__name__}: {e}); delete it to start the run again") from e
@@ -175,6 +187,37 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{str(path)!r} is not a contrastlab checkpoint: expected format "
                               f"{CHECKPOINT_FORMAT!r}, got {got!r}")
     return state
+
+
+def _load_model_state(method: nn.Module, model_state: dict, path) -> None:
+    """``method.load_state_dict``, a checkpoint of another method or width told as a CheckpointError."""
+    try:
+        method.load_state_dict(model_state)
+    except RuntimeError as e:
+        details = [line.strip() for line in str(e).split("\n") if line.strip()][1:]
+        more = f" and {len(details) - 1} more" if len(details) > 1 else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds another model than {getattr(method, 'name', type(method).__name__)!r} "
+            f"of this config ({details[0] if details else e}{more}): it was written by another method or "
+            "width; delete it, or train with --force") from None
+
+
+def _trim_log(out_dir, step: int) -> None:
+    """Drop the rows of ``out_dir/log.jsonl`` past ``step``: epochs logged by a run killed before
+    their checkpoint, which the resumed run logs again."""
+    log = Path(out_dir) / "log.jsonl" if out_dir is not None else None
+    if log is None or not distributed.is_main() or not log.exists():
+        return
+    lines = log.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except ValueError:           # a row cut short by the kill
+            pass
+    if len(keep) != len(lines):
+        _io.atomic_write(log, "".join(line + "\n" for line in keep).encode(), what="log")
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -390,7 +433,7 @@ def _resume_or_seed(run: _Run, resume: bool) -> None:
         _seed_all(distributed.rank_seed(run.config.seed), run.device)   # config.seed itself on rank 0
         return
     state = load_checkpoint(path)
-    run.method.load_state_dict(state["model"])
+    _load_model_state(run.method, state["model"], path)
     run.optimizer.load_state_dict(state["optimizer"])
     if state["scaler"] and run.scaler.is_enabled():   # written at another precision: a fresh scale
         run.scaler.load_state_dict(state["scaler"])
@@ -400,6 +443,7 @@ def _resume_or_seed(run: _Run, resume: bool) -> None:
         _set_rng_state(rngs[distributed.rank()], run.device)
     else:                               # another number of processes: fresh per-rank streams from here
         _seed_all(distributed.rank_seed(run.config.seed, run.step), run.device)
+    _trim_log(run.out_dir, run.step)    # rows past the checkpoint: a kill came between a log row and its checkpoint
 
 
 def _progress_bar(run: _Run, stop_at: int):
@@ -416,6 +460,7 @@ def _train_epoch(run: _Run, augment, stop_at: int, interrupt: dict, bar) -> None
     config, partial = run.config, run.partial
     epoch, start = divmod(run.step, run.steps_per_epoch)
     loss_sum = torch.tensor(partial["loss_sum"], device=run.device)
+    first_bad = torch.zeros((), dtype=torch.long, device=run.device)   # first step with a non-finite loss
     tic = time.perf_counter()
     for idx in run.batches.epoch(epoch, start=start):
         idx = distributed.shard(idx)   # this rank's slice of the global batch
@@ -426,6 +471,7 @@ def _train_epoch(run: _Run, augment, stop_at: int, interrupt: dict, bar) -> None
         out = train_step(run.model, views, run.optimizer, run.scaler, run.dtype, index=idx,
                          labels=None if run.labels is None else run.labels[idx], grad_clip=config.grad_clip)
         run.step += 1
+        first_bad = _note_non_finite(first_bad, out["loss"], run.step)
         run.method.on_step_end(run.step / run.total_steps)
         loss_sum += out["loss"].detach().float()
         partial["count"] += 1
@@ -435,6 +481,8 @@ def _train_epoch(run: _Run, augment, stop_at: int, interrupt: dict, bar) -> None
         if interrupt["stop"] or run.step == stop_at or ends_epoch or (
                 config.checkpoint_every and run.step % config.checkpoint_every == 0):
             partial["loss_sum"] = distributed.all_reduce_mean(loss_sum).item()   # over ranks
+            _stop_if_diverged(first_bad, partial["loss_sum"],
+                              lambda s: warmup_cosine(s - 1, run.total_steps, run.warmup_steps, run.base_lr))
             partial["time"] += time.perf_counter() - tic
             tic = time.perf_counter()
             if ends_epoch:

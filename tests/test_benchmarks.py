@@ -1,6 +1,12 @@
+import importlib.util
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,3 +21,173 @@ def test_throughput_script_prints_both_rates_and_their_ratio():
     assert "views/s" in lines["(a) full step (augment + train)"]
     assert "views/s" in lines["(b) step on premade views"]
     assert float(lines["ratio (a)/(b)"].split(":")[1]) > 0
+
+
+# ----------------------------------------------------------------------------- throughput.py
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_test_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_multicrop_writes_consistent_json(tmp_path):
+    out = tmp_path / "rates.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", "--encoder", "small_cnn",
+         "--width", "4", "--batch-size", "8", "--image-size", "12", "--dataset-size", "32", "--steps", "1",
+         "--warmup", "0", "--n-small", "2", "--small-size", "6", "--amp", "bf16", "--no-channels-last",
+         "--threads", "1", "--json", str(out)], capture_output=True, text=True, check=True, cwd=ROOT)
+    r = json.loads(out.read_text())
+    assert (r["method"], r["views"], r["small_size"], r["amp"], r["channels_last"], r["threads"]) == \
+        ("swav", 4 * 8, 6, "bf16", False, 1)
+    assert r["ratio"] == pytest.approx(r["ms_premade"] / r["ms_full"])
+    assert r["full_views_per_s"] == pytest.approx(r["views"] / r["ms_full"] * 1000)
+
+
+def test_step_rates_rejects_a_negative_n_small():
+    with pytest.raises(ValueError, match="n_small must be an int >= 0, got -1"):
+        _load("throughput").step_rates(device="cpu", n_small=-1)
+
+
+# ----------------------------------------------------------------------------- device_check.py
+
+@pytest.fixture
+def device_check():
+    return _load("device_check")
+
+
+def test_pytest_counts_come_from_the_closing_line(device_check):
+    text = "sss.F\n== 2 passed, 1 failed, 3 skipped, 832 deselected in 28.71s ==\n"
+    assert device_check.parse_pytest_counts(text) == {"passed": 2, "failed": 1, "skipped": 3, "deselected": 832}
+    assert device_check.parse_pytest_counts("1 error in 0.5s") == {"errors": 1}
+    assert device_check.parse_pytest_counts("no tests ran in 0.01s") == {}
+
+
+def test_run_step_records_failures_with_their_figures(device_check, tmp_path, monkeypatch):
+    def partial(sizes, out):
+        raise device_check.StepFailed("1 of 2 settings failed", {"runs": [1]})
+
+    def broken(sizes, out):
+        raise RuntimeError("no kernel")
+    monkeypatch.setitem(device_check.STEPS, "p1", partial)
+    monkeypatch.setitem(device_check.STEPS, "p4", broken)
+    monkeypatch.setitem(device_check.STEPS, "p2", lambda sizes, out: {"views_per_s": 3.0})
+    assert device_check.run_step("p1", "dry", tmp_path) == \
+        {"status": "failed", "figures": {"runs": [1]}, "error": "1 of 2 settings failed"}
+    assert device_check.run_step("p4", "dry", tmp_path)["error"] == "RuntimeError: no kernel"
+    assert device_check.run_step("p2", "dry", tmp_path) == {"status": "ok", "figures": {"views_per_s": 3.0},
+                                                            "error": None}
+    assert json.loads((tmp_path / "step-p2.json").read_text())["figures"] == {"views_per_s": 3.0}
+
+
+def test_check_times_every_step_and_goes_on_after_a_failure(device_check, tmp_path, monkeypatch):
+    # Each step's child is replaced by a small program: one that succeeds, one that fails with figures,
+    # one that crashes without a result, one that hangs past its limit after keeping partial figures;
+    # the step after them still runs.
+    programs = {
+        "cuda_tests": "print('hello'); w({'status': 'ok', 'figures': {'passed': 3}, 'error': None})",
+        "p1": "w({'status': 'failed', 'figures': {'runs': []}, 'error': 'bf16 failed'})",
+        "p4": "raise SystemExit(3)",
+        "p2": "import time; open(partial, 'w').write(json.dumps({'runs': [1]})); time.sleep(60)",
+        "train": "w({'status': 'ok', 'figures': {}, 'error': None})",
+    }
+
+    def command(name, mode, out):
+        write = (f"import json; w = lambda r: open({str(out / f'step-{name}.json')!r}, 'w').write(json.dumps(r)); "
+                 f"partial = {str(out / f'step-{name}.partial.json')!r}")
+        return [sys.executable, "-c", f"{write}\n{programs[name]}"]
+    monkeypatch.setattr(device_check, "_step_command", command)
+    monkeypatch.setitem(device_check.SIZES["dry"], "timeouts", {name: 2 for name in programs})
+    lines = []
+    record = device_check.check("dry", tmp_path, list(programs), log=lines.append)
+    assert record == json.loads((tmp_path / "device_check.json").read_text())
+    steps = {s["name"]: s for s in record["steps"]}
+    assert list(steps) == list(programs)
+    assert [s["status"] for s in record["steps"]] == ["ok", "failed", "failed", "failed", "ok"]
+    assert steps["cuda_tests"]["figures"] == {"passed": 3} and "hello" in lines
+    assert steps["p1"]["error"] == "bf16 failed" and steps["p1"]["figures"] == {"runs": []}
+    assert steps["p4"]["error"] == "the step's process exited 3 without a result"
+    assert steps["p2"]["error"] == "timed out after 2 s" and 2 <= steps["p2"]["seconds"] < 30
+    assert steps["p2"]["figures"] == {"runs": [1]}
+    assert record["mode"] == "dry" and record["machine"]["python"] and record["seconds"] >= steps["p2"]["seconds"]
+    assert not list(tmp_path.glob("step-*.json"))   # the per-step files are folded into the record
+
+
+def test_device_check_sh_rejects_a_wrong_call():
+    for args in ([], ["--bogus"], ["a", "b"]):
+        out = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh"), *args],
+                             capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 2 and out.stderr.startswith("usage:") and len(out.stderr.splitlines()) == 1
+
+
+def test_prepared_packages_come_after_the_installed_ones(tmp_path):
+    # device_site/sitecustomize.py appends DEVICE_CHECK_SITE: a module only there imports, and a name
+    # the interpreter has (json) still comes from the interpreter.
+    (tmp_path / "only_in_the_prepared_folder.py").write_text("WHERE = 'prepared'\n")
+    (tmp_path / "json.py").write_text("raise ImportError('the prepared copy shadowed json')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks" / "device_site"), "DEVICE_CHECK_SITE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", "import only_in_the_prepared_folder as m, json; print(m.WHERE)"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "prepared"
+
+
+def test_every_device_requirement_is_pinned():
+    lines = [line.strip() for line in (ROOT / "benchmarks" / "device_requirements.txt").read_text().splitlines()]
+    reqs = [line for line in lines if line and not line.startswith("#")]
+    assert "lightly==1.6.0" in reqs and "nbclient==0.11.0" in reqs
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.]*", r) for r in reqs), reqs
+
+
+# ----------------------------------------------------------------------------- vs_lightly.py
+
+def _lightly_path() -> str | None:
+    """Where lightly imports from: installed, or the wheels of `device_check.sh --prepare` (zip-importable)."""
+    if importlib.util.find_spec("lightly") is not None:
+        return ""
+    wheels = ROOT / ".device-data" / "wheels"
+    found = [sorted(wheels.glob(f"{name}-*.whl")) for name in ("lightly", "lightning_utilities")]
+    if not all(found):
+        return None
+    return os.pathsep.join(str(f[-1]) for f in found)
+
+
+def test_vs_lightly_rejects_bad_arguments_in_one_line():
+    for args, word in ((["--epochs", "0"], "--epochs must be >= 1, got 0"),
+                       (["--workers", "-1"], "--workers must be >= 0, got -1")):
+        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "vs_lightly.py"), *args],
+                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 2 and word in out.stderr and "Traceback" not in out.stderr
+
+
+def test_lightly_transform_needs_crops_that_reach_the_whole_image():
+    vs = _load("vs_lightly")
+    augment = {"crop": True, "crop_scale": (0.4, 0.9), "strength": 1.0, "color": True, "grayscale": True,
+               "blur": False, "flip": True, "size": 28}
+    with pytest.raises(ValueError, match=r"augment.crop_scale must end at 1.0.*\(0.4, 0.9\)"):
+        vs.lightly_transform(augment)
+
+
+def test_vs_lightly_trains_both_arms_and_writes_their_figures(tmp_path):
+    path = _lightly_path()
+    if path is None:
+        pytest.skip("lightly is neither installed nor prepared (benchmarks/device_check.sh --prepare)")
+    out = tmp_path / "vs.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))}
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "vs_lightly.py"), "--budget", "smoke", "--device", "cpu",
+         "--threads", "1", "--workers", "0", "--epochs", "2", "--train-size", "96", "--test-size", "40",
+         "--batch-size", "32", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert printed.returncode == 0, printed.stderr
+    rec = json.loads(out.read_text())
+    c, li = rec["contrastlab"], rec["lightly"]
+    for arm in (c, li):
+        assert len(arm["epoch_s"]) == 2 and 0 <= arm["knn_acc"] <= 1
+        assert arm["views_per_s"] == pytest.approx(2 * 32 * 3 / arm["steady_epoch_s"])   # 3 full batches of 32
+    assert rec["epoch_time_ratio"] == pytest.approx(c["steady_epoch_s"] / li["steady_epoch_s"])
+    assert rec["knn_diff"] == pytest.approx(c["knn_acc"] - li["knn_acc"])
+    assert rec["settings"]["lightly"] == "1.6.0" and rec["settings"]["train_size"] == 96
+    assert rec["provenance"]["device"].startswith("cpu")
+    assert "epoch time contrastlab / lightly" in printed.stdout

@@ -205,7 +205,8 @@ def test_paper_vs_ours_labels_the_sources_and_the_provenance():
     assert table._repr_markdown_() == text
     header, rows = text.splitlines()[0], text.splitlines()[2:5]
     assert "the paper's number" in header and "this book's number" in header
-    assert "69.3% (ImageNet, ResNet-50) {cite}`chen2020simple`" in rows[0] and "85.4%" in rows[0]
+    assert "the paper's setting" in header and "this book's setting" in header   # never one column for both
+    assert "| 69.3% {cite}`chen2020simple` | ImageNet, ResNet-50 | 85.4% |" in rows[0]
     assert "3.212" in rows[1] and "| 5 |" in rows[2]
     for row in rows:
         assert "budget `cpu`" in row and "fashion-mnist" in row and "commit `e2292bf`" in row and "2025-05-01" in row
@@ -280,3 +281,85 @@ def test_show_source_of_a_method_keeps_its_body_indented():
     assert any(line.startswith("def forward(") for line in lines)          # dedented to column 0
     body = next(line for line in lines if "if len(views) != 2" in line)
     assert body.startswith("    ") and not body.startswith("     ")      # one level under its def
+
+
+# ------------------------------------------------------------------- what a reader meets (issue 16)
+
+
+def test_install_cell_keeps_an_installed_torch(tmp_path):
+    """Every chapter's install cell, run where torch is already installed (as on Colab), keeps
+    that torch: pip resolves the cell's requirement against this checkout (in place of the GitHub
+    URL) in a fresh environment that sees the installed torch, and would install no torch,
+    torchvision or nvidia-* package."""
+    import subprocess
+    import venv
+    for path in CHAPTERS:
+        first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code").source
+        line = next(l.strip() for l in first.splitlines() if "%pip install" in l)
+        assert line == f'%pip install -q "{book.INSTALL_SPEC}"', f"{path.name}: {line}"   # no -U, no --force
+    env_dir = tmp_path / "colab-like"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    report = tmp_path / "report.json"
+    done = subprocess.run([str(python), "-m", "pip", "install", "--dry-run", "--quiet", "--no-build-isolation",
+                           "--report", str(report), f"contrastlab @ {ROOT.as_uri()}"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = [item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]]
+    assert "contrastlab" in names
+    replaced = [n for n in names if n in ("torch", "torchvision") or n.startswith("nvidia-")]
+    assert not replaced, f"the install cell would replace the installed torch: {replaced}"
+
+
+def test_device_strings_read_in_the_singular():
+    from contrastlab import labels
+    record = {**RECORD, "provenance": {**RECORD["provenance"], "device": "cpu (x86_64, 1 threads)"}}
+    assert "cpu (x86_64, 1 thread)," in book.provenance_note(record) and "1 threads" not in book.provenance_note(record)
+    assert labels.device_label("cpu (x86_64, 12 threads)") == "cpu (x86_64, 12 threads)"
+    import torch
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert experiments.device_name(torch.device("cpu")).endswith(", 1 thread)")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_difference_of_coinciding_seeds_prints_no_zero_spread():
+    claim = {"metric": "linear_acc", "diff": 0.0123, "half_width": 0.0}
+    assert "±" not in book.difference(claim) and "+1.2 points" in book.difference(claim)
+    assert "0.000" not in book.difference({"metric": "uniformity", "diff": 0.5, "half_width": 0.0})
+
+
+def test_show_source_shows_the_docstring_as_text_and_not_in_the_code():
+    markdown = book.show_source(losses.nt_xent)._repr_markdown_()
+    code = markdown[markdown.index("```python"):]
+    prose = markdown[:markdown.index("```python")]
+    assert '"""' not in code and "Args:" not in code               # the docstring left the code block
+    assert "**Args**" in prose and "- `z1`:" in prose              # ... and reads as text above it
+    assert "``" not in prose and ".. math::" not in prose and ":math:" not in prose
+    assert "$$" in prose                                           # the docstring's display maths renders
+    assert str(book.show_source(losses.nt_xent)).count('"""') == 2   # str() is still the file's code
+
+
+def test_time_table_reads_training_times_from_the_records(clean_env):
+    ch = book.setup("04", budget="cpu", quiet=True)
+    config = experiments.resolve(ch.config("simclr"))
+    path = experiments.record_path(config, ch.cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": config, "metrics": {}, "curves": {"time_s": [300.0, 366.0]},
+                                "provenance": {"device": "cpu (x86_64, 1 threads)", "wall_time_s": 700.0}}))
+    text = str(ch.time_table("simclr", "moco"))
+    simclr, moco = text.splitlines()[2:4]
+    assert "11.1 min (cpu (x86_64, 1 thread))" in simclr            # the epochs' 666 s, not the 700 s wall time
+    assert "not measured yet" in simclr.split("|")[-2]              # no gpu record, no gpu benchmark: nothing invented
+    assert "no record here" in moco
+    assert "loads in" in text and "training time" in text
+    with pytest.raises(ValueError, match="at least one run"):
+        ch.time_table()
+
+
+def test_every_chapter_shows_its_time_table_in_its_first_code_cell():
+    for path in CHAPTERS:
+        first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code").source
+        assert "ch.time_table(" in first, path.name

@@ -3,7 +3,9 @@
 For each page: it loads with no JavaScript error and no missing local file; no cell shows an
 error or a traceback; every image has loaded; every equation has been rendered by MathJax (and
 no raw ``$$`` or ``\\(`` source is left in the text); the previous/next links and the sidebar's
-table of contents lead to files that exist. A screenshot of each page is kept in
+table of contents lead to files that exist; no table or code block is cut (a table fits the
+column; a code block fits or scrolls); no numbered equation runs under its number; no page says
+"±0.000" or "1 threads". A screenshot of each page is kept in
 _build/screenshots/<page>.png. The machine running this has no internet, so the maths can only
 render from the local MathJax copy (see book/_ext/offline_mathjax.py).
 
@@ -28,7 +30,8 @@ import pytest
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
+# CONTRASTLAB_BOOK_HTML checks another build as it is (never rebuilt), e.g. an older one.
+HTML = Path(os.environ.get("CONTRASTLAB_BOOK_HTML") or ROOT / "_build" / "html")
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = os.environ.get("CONTRASTLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 BUILD_TIMEOUT_S = 1800
@@ -83,7 +86,7 @@ def _stale_reason() -> str | None:
 @pytest.fixture(scope="module")
 def book_html() -> Path:
     """_build/html, built at the smoke budget first when missing or stale."""
-    reason = _stale_reason()
+    reason = None if os.environ.get("CONTRASTLAB_BOOK_HTML") else _stale_reason()
     if reason is not None:
         print(f"\nbuilding the book at the smoke budget ({reason})")
         env = {**os.environ, "CONTRASTLAB_BUDGET": "smoke"}
@@ -116,6 +119,49 @@ SETTLE_JS = """async () => {
   }
   await Promise.all([...document.images].map(img => img.complete ? null :
     new Promise(resolve => { img.onload = img.onerror = resolve; })));
+}"""
+
+# Runs in the page: what is cut or overlaps. A table must fit the page's column (a table that needs
+# its scroll bar hides columns from a reader who does not see it); a code block fits or scrolls;
+# the visible part of a numbered equation (its box cut by any box that scrolls) must not meet its number.
+LAYOUT_JS = """() => {
+  const main = document.querySelector('main') || document.body;
+  const overflowX = el => getComputedStyle(el).overflowX;
+  const label = el => el.tagName.toLowerCase() + ': ' + el.innerText.replace(/\\s+/g, ' ').slice(0, 70);
+  const column = main.getBoundingClientRect();
+  const cut = [];
+  for (const el of main.querySelectorAll('table, pre')) {
+    if (!el.getClientRects().length) continue;
+    let scroller = null;
+    for (let a = el; a && a !== main; a = a.parentElement) {
+      if (a.scrollWidth > a.clientWidth + 1 && overflowX(a) !== 'visible') { scroller = a; break; }
+    }
+    if (el.tagName === 'TABLE' && scroller) {
+      cut.push(`${label(el)} (${scroller.scrollWidth} px wide in a ${scroller.clientWidth} px column)`);
+    } else if (scroller && !['auto', 'scroll'].includes(overflowX(scroller))) {
+      cut.push(label(el) + ' (cut by its container, which does not scroll)');
+    }
+    const r = el.getBoundingClientRect();
+    if (!scroller && (r.right > column.right + 1 || r.left < column.left - 1))
+      cut.push(`${label(el)} (spills out of the column: ${Math.round(r.left)}-${Math.round(r.right)} px)`);
+  }
+  const overlaps = [];
+  for (const d of main.querySelectorAll('div.math')) {
+    const eqno = d.querySelector('.eqno');
+    const body = d.querySelector('mjx-math, .mjx-math, .MathJax span.math, .MathJax_SVG > svg');
+    if (!eqno || !body) continue;
+    const e = eqno.getBoundingClientRect(), b = body.getBoundingClientRect();
+    let left = b.left, right = b.right;
+    for (let a = body.parentElement; a && a !== d.parentElement; a = a.parentElement) {
+      if (overflowX(a) !== 'visible') {
+        const c = a.getBoundingClientRect();
+        left = Math.max(left, c.left); right = Math.min(right, c.right);
+      }
+    }
+    if (left < e.right - 1 && e.left < right - 1 && b.top < e.bottom - 1 && e.top < b.bottom - 1)
+      overlaps.push(eqno.innerText.trim() + ' (#' + d.id + ')');
+  }
+  return {cut, overlaps, text: main.innerText};
 }"""
 
 # Runs in the page: what the checks need, gathered in one pass.
@@ -169,6 +215,7 @@ def test_page(page, browser, book_html):
         tab.goto(path.as_uri(), wait_until="load")
         tab.evaluate(SETTLE_JS)
         info = tab.evaluate(INSPECT_JS)
+        layout = tab.evaluate(LAYOUT_JS)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         height = min(tab.evaluate("document.documentElement.scrollHeight"), SCREENSHOT_MAX_HEIGHT)
         tab.screenshot(path=str(SCREENSHOTS / f"{page.replace('/', '__')}.png"), full_page=True,
@@ -186,6 +233,12 @@ def test_page(page, browser, book_html):
     if "Traceback (most recent call last)" in info["prose"]:
         problems.append("a traceback in the page text")
     problems += [f"image not loaded: {i['src']}" for i in info["images"] if not i["ok"]]
+    problems += [f"cut: {c}" for c in layout["cut"]]
+    problems += [f"equation overlaps its number: {o}" for o in layout["overlaps"]]
+    for phrase in ("±0.000", "± 0.000", "1 threads"):
+        if phrase in layout["text"]:
+            at = layout["text"].index(phrase)
+            problems.append(f"the page says {phrase!r}: ...{layout['text'][max(0, at - 60):at + 40]}...")
     problems += [f"equation not rendered: {m!r}" for m in info["unrendered"]]
     if info["mathErrors"]:
         problems.append(f"{info['mathErrors']} MathJax error(s)")

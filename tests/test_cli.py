@@ -40,8 +40,8 @@ def test_train_then_eval_a_checkpoint(tmp_path, capsys):
 def test_bad_input_gives_a_clear_message(tmp_path, capsys):
     with pytest.raises(SystemExit, match="unknown method 'simclrr'"):
         main(["train", "simclrr"])
-    with pytest.raises(SystemExit, match="unknown dataset 'mnist'"):
-        main(["train", "simclr", "--dataset", "mnist"])
+    assert main(["train", "simclr", "--dataset", "mnist"]) == 2
+    assert "unknown dataset 'mnist'" in capsys.readouterr().err
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"\x80garbage")
     assert main(["eval", str(bad)]) == 2

@@ -73,7 +73,8 @@ def test_training_curves(tmp_path):
     fig = plots.training_curves(records, keys=("loss", "knn_acc", "alignment"))
     saved(fig, tmp_path, "curves")
     axes = visible_axes(fig)
-    assert [ax.get_title() for ax in axes] == ["loss", "knn_acc", "alignment"]
+    assert [ax.get_title() for ax in axes][::2] == ["training loss", "alignment"]   # readers' names, not keys
+    assert axes[1].get_title().startswith("kNN monitor") and "reads higher" in axes[1].get_title()
     assert all(len(ax.lines) == 2 for ax in axes)
     assert list(axes[0].lines[1].get_xdata()) == [1, 2, 3, 4]
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["simclr", "byol"]
@@ -106,7 +107,7 @@ def test_ablation_bars(tmp_path):
     expected = [0.8 + t / 10 + 0.005 + 0.0256 for t in (0.1, 0.2, 0.5)]   # sorted by temperature
     assert heights == pytest.approx(expected)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1", "0.2", "0.5"]
-    assert ax.get_xlabel() == "method.temperature"
+    assert ax.get_xlabel() == "temperature τ" and ax.get_ylabel() == "kNN accuracy"
     assert caption(fig) == [f"source: budget cpu · {CPU}"]
     # two keys: one bar per combination
     fig = plots.ablation_bars(ablation_records(), by=("method.temperature", "train.batch_size"))
@@ -306,3 +307,42 @@ def test_reference_bands_shows_every_seed(tmp_path):
     from matplotlib.collections import PathCollection
     assert sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)) == 12
     assert [t.get_text() for t in ax.get_xticklabels()][0] == "untrained encoder"
+
+
+def test_knn_monitor_panel_says_its_subsets_and_why_it_reads_low():
+    record = make_record()
+    record["config"]["train"].update(monitor_train=5000, monitor_test=1000)
+    record["config"]["eval"] = {"knn_k": 200}
+    title = visible_axes(plots.training_curves([record], keys=("knn_acc",)))[0].get_title()
+    assert "5,000 train / 1,000 test images, k = 200" in title and "final kNN" in title
+
+
+def test_no_raw_keys_or_metric_names_in_labels():
+    """Titles, axis labels and colour bars show the readers' names (contrastlab.labels), never
+    'knn_acc' or 'method.temperature'."""
+    figures = [plots.ablation_bars(ablation_records(), by=("method.temperature", "train.batch_size")),
+               plots.ablation_heatmap(ablation_records(), x="method.temperature", y="train.batch_size"),
+               plots.align_uniform_scatter([make_record()]),
+               plots.training_curves([make_record()], keys=("loss", "knn_acc", "uniformity"))]
+    for fig in figures:
+        for ax in fig.axes:
+            for text in (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()):
+                assert not any(raw in text for raw in ("knn_acc", "linear_acc", "method.", "train.")), text
+
+
+def test_small_text_is_readable_at_the_page_width():
+    """Legends, captions and annotations are at least plots.SMALL (9 pt): a figure is shown at
+    about 0.8 of its size in the book's column."""
+    from matplotlib.text import Text
+    records = [make_record("simclr"), make_record("moco", device="cpu (x86_64, 1 threads)")]
+    figures = [plots.training_curves(records), plots.ablation_bars([r for r in ablation_records() if r["config"]["train"]["batch_size"] == 256]),
+               plots.ablation_heatmap(ablation_records()), plots.align_uniform_scatter(records)]
+    for fig in figures:
+        fig.canvas.draw() if hasattr(fig.canvas, "draw") else None
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+        assert sizes and min(sizes) >= plots.SMALL, sorted(sizes)[:5]
+
+
+def test_caption_shows_old_records_device_in_the_singular():
+    fig = plots.training_curves([make_record(device="cpu (x86_64, 1 threads)")])
+    assert caption(fig) == ["source: budget cpu · cpu (x86_64, 1 thread)"]

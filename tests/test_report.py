@@ -77,11 +77,12 @@ def test_compare_command_trains_each_run_then_reuses_the_cache(tmp_path, capsys)
     assert len(list(tmp_path.glob("*.json"))) == 6 and [p.stat().st_mtime_ns for p in records] == stamps
 
 
-def test_compare_checks_every_spec_before_training(tmp_path):
-    with pytest.raises(SystemExit, match="unknown override 'method.temprature'"):
-        main(["compare", "simclr", "simclr:method.temprature=0.1", "--budget", "smoke",
-              "--results", str(tmp_path)])
-    assert not list(tmp_path.glob("*.json"))
+def test_compare_checks_every_spec_before_training(tmp_path, capsys):
+    assert main(["compare", "simclr", "simclr:method.temprature=0.1", "--budget", "smoke",
+                 "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "unknown override 'method.temprature'" in err[-1], err
+    assert not list(tmp_path.glob("*.json")) and not any("%|" in line for line in err)   # nothing trained
 
 
 def test_common_overrides_apply_where_a_run_has_the_field(tmp_path):
@@ -94,3 +95,10 @@ def test_common_overrides_apply_where_a_run_has_the_field(tmp_path):
     assert "linear_acc_50pct" in raw["metrics"] and "linear_acc_50pct" in simclr["metrics"]
     with pytest.raises(KeyError, match="common override 'method.temprature' names no field of any run"):
         report.compare(["simclr"], budget="smoke", cache_dir=tmp_path, common={"method.temprature": 0.3})
+
+
+def test_markdown_table_shows_old_records_device_in_the_singular():
+    record = _record(0.8, 0.85, [0.06])
+    record["provenance"]["device"] = "cpu (x86_64, 1 threads)"
+    table = report.markdown_table([("simclr", record)])
+    assert "cpu (x86_64, 1 thread) |" in table and "1 threads" not in table

@@ -74,3 +74,32 @@ def test_mdd_formula_and_mean_se():
         stats.mdd(0.01, 1)
     mean, se, n = stats.mean_se([0.1, 0.2, 0.3])
     assert (mean, n) == (pytest.approx(0.2), 3) and se == pytest.approx(0.1 / math.sqrt(3))
+
+
+def test_rank_correlation_is_spearman_with_ties():
+    x = [0.3, 0.1, 0.3, 0.9, 0.5, 0.2, 0.7]
+    y = [0.5, 0.9, 0.4, 0.1, 0.4, 0.8, 0.3]
+    r = stats.rank_correlation(x, y, direction=-1)
+    assert r.rho == pytest.approx(sps.spearmanr(x, y).statistic)
+    assert r.low <= r.rho <= r.high and r.n == len(x)
+
+
+def test_rank_correlation_verdict_follows_the_interval():
+    x = list(range(12))
+    up = [v + (0.5 if v % 2 else 0) for v in x]                  # monotone in x: rho = 1
+    assert stats.rank_correlation(x, up, direction=+1).verdict == "reproduced"
+    assert stats.rank_correlation(x, up, direction=-1).verdict == "reversed"
+    noise = [5, 1, 9, 3, 11, 0, 7, 2, 10, 4, 8, 6]               # no relation to x
+    flat = stats.rank_correlation(x, noise, direction=-1)
+    assert flat.low < 0 < flat.high and flat.verdict == "not resolved"
+    again = stats.rank_correlation(x, noise, direction=-1)
+    assert (again.low, again.high) == (flat.low, flat.high)       # the resampling is seeded
+
+
+def test_rank_correlation_bad_input_is_named():
+    with pytest.raises(ValueError, match="direction"):
+        stats.rank_correlation([1, 2, 3, 4], [4, 3, 2, 1], direction=0)
+    with pytest.raises(ValueError, match="one value per encoder"):
+        stats.rank_correlation([1, 2, 3, 4], [4, 3, 2], direction=1)
+    with pytest.raises(ValueError, match="at least 4 points"):
+        stats.rank_correlation([1, 2, 3], [3, 2, 1], direction=1)
