@@ -54,6 +54,10 @@ PUBLISHED_BUDGET = "cpu"           # the budget of the records committed to resu
 # class-balanced sixth of Fashion-MNIST's training images for 3 epochs, a couple of minutes a run
 # on one CPU core (evaluation still on the whole test set). Tables of such runs say so.
 ABLATION_SCALE = {"dataset.train_size": 10000, "train.epochs": 3}
+# ... and at the gpu budget, whose full runs are 100 epochs of ResNet-18: 10 epochs a run (one of
+# warmup), so that a chapter's grid is meant to fit in about an hour on a T4 (an estimate from the
+# full runs' length, not a measured time).
+GPU_ABLATION_SCALE = {"train.epochs": 10, "train.warmup_epochs": 1.0}
 GPU_DATASETS = ("cifar10",)        # offered to readers who have a GPU and a network
 RECOMPUTE_ENV, DATASET_ENV = "CONTRASTLAB_RECOMPUTE", "CONTRASTLAB_DATASET"
 CHECKOUT = Path(__file__).resolve().parents[1]   # the repository root, in a source checkout
@@ -63,8 +67,9 @@ TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
 # rule, contrastlab.stats, decides chapters 01-05 and replaces this one there).
 CLEAR = 0.005   # half a point of accuracy: a chapter calls smaller differences no difference
 
-__all__ = ["ABLATION_SCALE", "CLEAR", "REPO_URL", "Chapter", "Source", "Table", "claims_table", "correlations_table",
-           "difference", "facts_table", "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct", "points", "setup", "show_source", "table",
+__all__ = ["ABLATION_SCALE", "CLEAR", "GPU_ABLATION_SCALE", "REPO_URL", "Chapter", "Source", "Table", "claims_table",
+           "correlations_table", "difference", "facts_table", "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct",
+           "points", "setup", "show_source", "table",
            "verdict", "verdict_counts", "verdict_sentence", "verdict_summary"]
 
 
@@ -151,9 +156,10 @@ class Chapter:
     def ablation(self) -> dict:
         """The overrides of one run of an ablation grid.
 
-        `ABLATION_SCALE` at the cpu budget, where a grid of full runs would take hours; nothing
-        at the smoke budget (already tiny) or at the gpu budget."""
-        return dict(ABLATION_SCALE) if self.budget == "cpu" else {}
+        `ABLATION_SCALE` at the cpu budget, where a grid of full runs would take hours;
+        `GPU_ABLATION_SCALE` at the gpu budget (10 of the full runs' 100 epochs); nothing at the
+        smoke budget (already tiny)."""
+        return dict({"cpu": ABLATION_SCALE, "gpu": GPU_ABLATION_SCALE}.get(self.budget, {}))
 
     def time_table(self, *runs: str, dataset: str | None = None, ablation: bool = False) -> Table:
         """How long the chapter's first training cell takes at each budget, from the records.
@@ -219,6 +225,10 @@ class Chapter:
                          "setup(..., recompute=True) trains them here instead.")
         else:
             lines.append(f"Records: read from {self.cache_dir} when present, computed otherwise.")
+        if self.budget == "gpu" and self.recompute:
+            lines.append(f"Budget 'gpu': each run trains {experiments.PRESETS['gpu']['train.epochs']} epochs of "
+                         f"ResNet-18, each ablation run {GPU_ABLATION_SCALE['train.epochs']} epochs (ch.ablation); "
+                         "pass budget='cpu' for the minutes-long recipe.")
         if self.device == "cuda" and self.dataset not in GPU_DATASETS:
             lines.append("You have a GPU: setup(..., dataset='cifar10', recompute=True) trains on CIFAR-10 "
                          "(downloaded by torchvision, 170 MB).")

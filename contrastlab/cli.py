@@ -167,9 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                           seed=args.seed, overrides=overrides)
     resolved = experiments.resolve(config)   # a bad value stops here, before anything is trained
     path = experiments.record_path(resolved, args.results)
-    if distributed.init_from_env():      # under torchrun: rank 0 fills the dataset cache first
-        with distributed.main_process_first():
-            experiments.load_data(resolved["dataset"], args.seed)
+    distributed.init_from_env(device=resolved["train"]["device"])   # under torchrun (run loads data rank 0 first)
     main = distributed.is_main()
     if main:
         world = distributed.world_size()

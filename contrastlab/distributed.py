@@ -80,13 +80,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env(backend: str | None = None, timeout_minutes: float = 60.0) -> bool:
+def init_from_env(backend: str | None = None, timeout_minutes: float = 60.0, *,
+                  device: str | torch.device | None = None) -> bool:
     """Join the process group that ``torchrun`` describes in the environment; return `is_distributed()`.
 
     Does nothing when a process group already exists, or when ``$WORLD_SIZE`` is unset or 1
-    (a plain ``python`` run). The backend is NCCL when CUDA is available, else Gloo; with NCCL
-    the process uses GPU ``$LOCAL_RANK``. ``timeout_minutes`` bounds how long a collective
-    waits, long enough for rank 0 to evaluate a model while the other ranks wait for its record.
+    (a plain ``python`` run). The backend follows the training ``device`` ('auto' or None: CUDA
+    when available, else the CPU): NCCL for a CUDA device, and the process then uses GPU
+    ``$LOCAL_RANK``, which must exist; Gloo for anything else, so ``--device cpu`` trains on CPU
+    processes on a GPU machine too. ``timeout_minutes`` bounds how long a collective waits, long
+    enough for rank 0 to evaluate a model while the other ranks wait for its record.
     """
     if _initialized():
         return is_distributed()
@@ -106,11 +109,25 @@ def init_from_env(backend: str | None = None, timeout_minutes: float = 60.0) -> 
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 asks for distributed training, but this torch build has no "
                            "torch.distributed")
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    backend = backend or ("nccl" if _device_type(device) == "cuda" else "gloo")
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        local, count = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if local >= count:
+            raise RuntimeError(f"LOCAL_RANK={local} needs GPU {local}, but this machine has {count} CUDA "
+                               f"device{'s' if count != 1 else ''}: start at most {count} processes per node, "
+                               f"or train on CPU processes (--device cpu)")
+        torch.cuda.set_device(local)
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return is_distributed()
+
+
+def _device_type(device: str | torch.device | None) -> str:
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'auto' or a torch device such as 'cuda:0', got {device!r}") from e
 
 
 def cleanup() -> None:

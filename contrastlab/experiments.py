@@ -40,7 +40,7 @@ from .augment import AugmentConfig, SimCLRAugment
 from .data import DATASETS, load_dataset, subsample
 from .methods import METHODS
 from .models import build_encoder
-from .train import TrainConfig, eval_transform, fit, resolve_device
+from .train import TrainConfig, autocast_dtype, eval_transform, fit, precision_name, resolve_device
 
 BUDGETS = ("smoke", "cpu", "gpu", "bench")
 FAST_BUDGETS = ("smoke", "cpu", "bench")   # the small CNN and Adam: FAST_METHOD_PRESETS apply
@@ -115,6 +115,16 @@ FAST_METHOD_PRESETS: dict[str, dict] = {
     # and a bank row written an epoch ago no longer picks out its image) and tau 0.2
     "instdisc": {"method.temperature": 0.2, "method.head": "mlp", "method.nce_k": 0},  # exact softmax: n = 60k is cheap
 }
+# Per-method settings of the gpu budget, on top of PRESETS["gpu"] (which keeps SimCLR's LARS): the
+# optimizers of the papers. MoCo's CIFAR-10 demo and InstDisc train with SGD, momentum 0.9, weight
+# decay 5e-4 and lr 0.03 per 256 images (the demo's 0.06 at batch 512), with no warmup.
+_SGD_RECIPE = {"train.optimizer": "sgd", "train.lr": 0.03, "train.weight_decay": 5e-4, "train.warmup_epochs": 0.0}
+GPU_METHOD_PRESETS: dict[str, dict] = {"moco": _SGD_RECIPE, "instdisc": _SGD_RECIPE}
+# ... and per (method, dataset): SimCLR's colour-distortion strength on CIFAR-10 is 0.5 (its appendix B.9).
+GPU_DATASET_METHOD_PRESETS: dict[tuple[str, str], dict] = {("simclr", "cifar10"): {"augment.strength": 0.5}}
+# Training images of the full train splits, for recipes counted in epochs of steps (SwAV freezes its
+# prototypes for the first epoch at the gpu budget, as the paper does).
+TRAIN_SPLIT_SIZES = {"cifar10": 50000, "cifar100": 50000, "fashion-mnist": 60000, "stl10": 5000}
 # Per-dataset augmentation: image size, and a milder smallest crop for small images
 # (on 28x28 Fashion-MNIST a crop of 8% of the image rarely shows which garment it is); for the
 # 1-D waveforms, the encoder that reads them.
@@ -194,10 +204,14 @@ def resolve(config: ExperimentConfig) -> dict:
     elif config.method == "random_init":
         resolved.pop("augment")
         resolved["train"] = {"seed": config.seed, "device": resolved["train"]["device"]}
-    fast = FAST_METHOD_PRESETS.get(config.method, {}) if budget in FAST_BUDGETS else {}
+    if budget in FAST_BUDGETS:
+        by_method = FAST_METHOD_PRESETS.get(config.method, {})
+    else:
+        by_method = {**GPU_METHOD_PRESETS.get(config.method, {}),
+                     **GPU_DATASET_METHOD_PRESETS.get((config.method, config.dataset), {})}
     if "num_classes" in resolved["method"]:
         resolved["method"]["num_classes"] = DATASETS[config.dataset].num_classes
-    for preset in (PRESETS[budget], fast, DATASET_AUGMENT.get(config.dataset, {}),
+    for preset in (PRESETS[budget], by_method, DATASET_AUGMENT.get(config.dataset, {}),
                    DATASET_METHOD_PRESETS.get((config.method, config.dataset), {})):
         for key, value in preset.items():     # a preset sets only what this method has
             section, _, name = key.partition(".")
@@ -205,9 +219,18 @@ def resolve(config: ExperimentConfig) -> dict:
                 _set(resolved, key, value)
     for key, value in config.overrides.items():
         _set(resolved, key, value)
+    if budget == "gpu" and "freeze_prototypes_steps" in resolved["method"] \
+            and "method.freeze_prototypes_steps" not in config.overrides:
+        resolved["method"]["freeze_prototypes_steps"] = _steps_per_epoch(resolved)
     _check_values(resolved)
     _check_eval(resolved["eval"])
     return json.loads(json.dumps(resolved))   # tuples -> lists, a plain copy
+
+
+def _steps_per_epoch(resolved: dict) -> int:
+    """Optimizer steps in one epoch of a resolved config; 0 where the train split's size is not known."""
+    images = resolved["dataset"]["train_size"] or TRAIN_SPLIT_SIZES.get(resolved["dataset"]["name"], 0)
+    return images // resolved["train"]["batch_size"]
 
 
 _SECTION_CLASSES = {"dataset": DataConfig, "encoder": EncoderConfig, "augment": AugmentConfig,
@@ -269,7 +292,7 @@ def _set(resolved: dict, key: str, value) -> None:
 
 # Options added after records were published, with the value that means "off": at that value an
 # option is left out of the key, so that the records made before it existed keep their names.
-_KEY_SKIPS_AT = {"eval.label_fractions": [], "eval.save_z": 0, "method.feature_dim": 0}
+_KEY_SKIPS_AT = {"eval.label_fractions": [], "eval.save_z": 0, "method.feature_dim": 0, "train.grad_clip": 0.0}
 
 
 def config_hash(resolved: dict) -> str:
@@ -291,9 +314,23 @@ def record_path(resolved: dict, cache_dir: str | Path | None = None) -> Path:
 
 def run_dir(resolved: dict, cache_dir: str | Path | None = None) -> Path:
     """Where a run's checkpoint and log go: keyed on everything but the ``eval`` section, so a
-    change to the evaluation alone re-evaluates the finished checkpoint instead of training again."""
+    change to the evaluation alone re-evaluates the finished checkpoint instead of training again;
+    and on the precision the run trains at here (``amp`` resolved on this machine's device), so
+    that a CPU and a GPU run of one config never share a checkpoint. Full precision adds nothing
+    to the key, so the run folders of CPU runs keep the names they always had."""
     training = {k: v for k, v in resolved.items() if k != "eval"}
+    precision = resolved_precision(resolved)
+    if precision != "fp32":
+        training["precision"] = precision
     return record_path(resolved, cache_dir).parent / "runs" / _stem(resolved, config_hash(training))
+
+
+def resolved_precision(resolved: dict) -> str:
+    """'fp32', 'bf16' or 'fp16': what a resolved config's ``train.amp`` means on this machine."""
+    section = resolved.get("train", {})
+    if "amp" not in section:
+        return "fp32"
+    return precision_name(autocast_dtype(section["amp"], resolve_device(section["device"])))
 
 
 def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force: bool = False,
@@ -314,7 +351,8 @@ def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force:
         return record
     _check_before_training(config, resolved, path.parent)
     folder = run_dir(resolved, cache_dir)
-    distributed.init_from_env()   # under torchrun: rank 0 deletes, evaluates and writes; all return the record
+    # under torchrun: rank 0 deletes, evaluates and writes; all return the record
+    distributed.init_from_env(device=resolved.get("train", {}).get("device", "cpu"))
     # one process at a time trains a run folder; one that waited finds the record written
     with _io.folder_lock(folder) if distributed.is_main() else contextlib.nullcontext():
         record = None if force else _io.read_record(path)
@@ -431,7 +469,8 @@ def evaluate(features_train, y_train, features_test, y_test, section: dict, seed
 
 def _execute(resolved: dict, run_dir: Path, progress: bool):
     seed = resolved["train"]["seed"] if "train" in resolved else 0
-    x_tr, y_tr, x_te, y_te = load_data(resolved["dataset"], seed)
+    with distributed.main_process_first():   # under torchrun rank 0 downloads, the others then read its cache
+        x_tr, y_tr, x_te, y_te = load_data(resolved["dataset"], seed)
     name = resolved["method"]["name"]
     if name == "raw_pixels":
         f_tr, f_te = x_tr.flatten(1).float() / 255, x_te.flatten(1).float() / 255

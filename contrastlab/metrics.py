@@ -347,9 +347,10 @@ def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
     r"""Uniformity, :math:`\mathcal{L}_{uniform} = \log \mathbb{E}_{i<j} \exp(-t \|x_i - x_j\|_2^2)`.
 
     Wang & Isola (2020), Eq. 5: the log of the average Gaussian potential over the N(N-1)/2
-    distinct pairs of the batch (``torch.pdist``); lower is more uniform on the sphere. The
-    inputs are meant to be L2-normalised features and are used as given. Computed in float32
-    with a log-sum-exp, so far-apart points do not underflow to log(0).
+    distinct pairs of the batch; lower is more uniform on the sphere. The inputs are meant to be
+    L2-normalised features and are used as given. Computed in float32 (also under autocast) from
+    the Gram matrix, in O(N^2) memory, with a log-sum-exp, so far-apart points do not underflow
+    to log(0).
 
     Args:
         x: (N, D) floating, N >= 2, e.g. ``F.normalize(h, dim=1)``.
@@ -362,8 +363,14 @@ def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
     if x.shape[0] < 2:
         raise ValueError(f"x must hold N >= 2 points to form a pair, got shape {shape_str(x.shape)}")
     _check_number("t", t)
-    sq_dist = torch.pdist(x.float(), p=2).pow(2)                   # (N(N-1)/2,)
-    return torch.logsumexp(-t * sq_dist, dim=0) - math.log(sq_dist.numel())
+    n = x.shape[0]
+    with torch.autocast(x.device.type, enabled=False):             # the Gram matrix in float32 too
+        x = x.float()
+        sq_norm = x.pow(2).sum(dim=1)
+        # ||x_i - x_j||^2 from the Gram matrix: O(N^2) memory, where pdist's backward takes O(N^2 D)
+        sq_dist = (sq_norm[:, None] + sq_norm[None, :] - 2 * (x @ x.T)).clamp(min=0)   # (N, N)
+        i, j = torch.triu_indices(n, n, offset=1, device=x.device)
+        return torch.logsumexp(-t * sq_dist[i, j], dim=0) - math.log(n * (n - 1) / 2)
 
 
 def feature_std(x: Tensor) -> Tensor:

@@ -18,8 +18,8 @@ import json
 import signal
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,6 +52,7 @@ class TrainConfig:
     monitor_train: int = 5000  # train images in the monitor's kNN bank
     monitor_test: int = 1000  # test images the monitor classifies
     checkpoint_every: int = 0  # also checkpoint every this many steps within an epoch; 0: at epoch ends only
+    grad_clip: float = 0.0  # clip the gradients' global norm to this (after unscaling under fp16); 0: no clipping
 
 
 class CheckpointError(RuntimeError):
@@ -61,13 +62,15 @@ class CheckpointError(RuntimeError):
 # ----------------------------------------------------------------------------- devices and precision
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda if available, then mps, then cpu; anything else is passed to torch.device."""
+    """'auto' -> cuda if available, then mps (where this torch build has it), then cpu; anything else
+    is passed to torch.device."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_built() and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
@@ -77,28 +80,55 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
+    """The autocast dtype for ``amp`` on ``device``, or None for full precision.
+
+    'auto' is full precision off CUDA; on CUDA it asks ``device`` itself (not the current device)
+    for its compute capability: bf16 from capability 8.0 (Ampere) on, fp16 with loss scaling
+    below it (T4, V100), where torch reports bf16 as supported but emulates it, off cuDNN.
+    """
     check_choice("amp", amp, ("auto", "bf16", "fp16", "off"))
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if tuple(torch.cuda.get_device_capability(device)) >= (8, 0) else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """'fp32', 'bf16' or 'fp16' for an `autocast_dtype` result."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def prepare_device(method: nn.Module, device: torch.device) -> None:
+    """What training on ``device`` gets beyond ``.to(device)``: on CUDA, cuDNN's autotuner
+    (``cudnn.benchmark``) and channels_last weights, the layout the benchmark measures. The
+    autotuner may pick other kernels in another process, so on GPU a resumed run equals an
+    uninterrupted one up to floating-point tolerance, not bit for bit (on CPU: exactly)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        method.to(memory_format=torch.channels_last)   # 4-D weights only; others are left as they are
 
 
 def train_step(model: nn.Module, views: list[Tensor], optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, dtype: torch.dtype | None, *, index: Tensor | None = None,
-               labels: Tensor | None = None) -> dict:
-    """One optimizer step of `fit`: the forward pass under autocast (``dtype`` from `autocast_dtype`,
-    None for full precision), the backward pass through the grad scaler, the optimizer step.
+               labels: Tensor | None = None, grad_clip: float = 0.0) -> dict:
+    """One optimizer step of `fit`: the forward pass under autocast (``dtype`` from `autocast_dtype`;
+    None: full precision, no autocast region at all), the backward pass through the grad scaler,
+    gradient clipping to global norm ``grad_clip`` (if > 0) on the unscaled gradients, the
+    optimizer step (skipped by the scaler when a gradient is inf or NaN, the scale then halved).
 
     Returns the method's output dict (its ``"loss"`` still on the device: no host sync here).
     The learning rate and ``on_step_end`` are the caller's.
     """
-    with torch.autocast(views[0].device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    region = nullcontext() if dtype is None else torch.autocast(views[0].device.type, dtype=dtype)
+    with region:
         out = model(views, index=index, labels=labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(out["loss"]).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)             # clip the true gradients, not the scaled ones
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
     scaler.step(optimizer)
     scaler.update()
     return out
@@ -275,7 +305,8 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
         labels: int64 (N,); used by supervised methods and by the kNN monitor's bank.
         eval_data: (test_images, test_labels) classified by the kNN monitor each epoch.
         out_dir: where ``checkpoint.pt`` and ``log.jsonl`` go; None keeps nothing on disk.
-        resume: continue from ``out_dir/checkpoint.pt`` if it exists.
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (also one written at another
+            precision: the grad scaler then starts afresh).
         max_steps: stop (with a checkpoint) after this many steps in all, e.g. to split a run.
         progress: show a tqdm progress bar with the loss and views per second.
         meta: extra JSON-able facts stored in the checkpoint (the experiment's config, say).
@@ -295,8 +326,63 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
     """
     config = config or TrainConfig()
     _check_inputs(method, images, labels, eval_data, config)
+    run = _set_up(method, augment, images, config, labels, eval_data, out_dir, resume, meta)
+    stop_at = run.total_steps if max_steps is None else min(run.total_steps, max_steps)
+    bar = _progress_bar(run, stop_at) if progress else None
+    method.train()
+    try:
+        with _deferred_interrupt(enabled=run.world == 1) as interrupt:
+            while run.step < stop_at:
+                _train_epoch(run, augment, stop_at, interrupt, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if run.world > 1:
+        distributed.unwrap(method)      # plain BatchNorms again
+    run.history["finished"] = run.step >= run.total_steps
+    return run.history
+
+
+@dataclass
+class _Run:
+    """What one call of `fit` trains with (made by `_set_up`); ``step``, ``history`` and ``partial``
+    (the running sums of the epoch in progress) advance as it trains and go into its checkpoints."""
+
+    method: nn.Module
+    model: nn.Module                    # the method itself, or the method inside DDP under torchrun
+    config: TrainConfig
+    device: torch.device
+    dtype: torch.dtype | None           # autocast dtype; None: full precision
+    world: int
+    images: Tensor                      # on the device, as are labels
+    labels: Tensor | None
+    n_views: int
+    batches: IndexBatches
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    base_lr: float
+    warmup_steps: int
+    total_steps: int
+    monitor: tuple | None               # the kNN monitor's bank and test images
+    health: tuple | None                # the health metrics' two fixed views
+    out_dir: str | Path | None
+    ckpt_path: Path | None
+    meta: dict
+    step: int = 0
+    history: dict = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    partial: dict = field(default_factory=lambda: {"loss_sum": 0.0, "count": 0, "time": 0.0})
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+
+def _set_up(method, augment, images, config, labels, eval_data, out_dir, resume, meta) -> _Run:
+    """Set-up and resume: the device and process group, the precision, the data moved once to the
+    device, the optimizer, the grad scaler and the monitors; then the checkpoint's state when
+    resuming, else the seeds of a fresh run."""
     device = resolve_device(config.device)
-    distributed.init_from_env()        # joins torchrun's process group; nothing in a plain process
+    distributed.init_from_env(device=device)   # joins torchrun's process group; nothing in a plain process
     world = distributed.world_size()
     if world > 1:
         if config.batch_size % world:
@@ -306,125 +392,140 @@ def fit(method: nn.Module, augment, images: Tensor, config: TrainConfig | None =
             device = torch.device("cuda", distributed.local_rank())
     dtype = autocast_dtype(config.amp, device)
     method.to(device)
+    prepare_device(method, device)
     images = images.to(device)
-    labels_dev = labels.to(device) if labels is not None else None
-    n_views = getattr(method, "n_views", 2)
-
     batches = IndexBatches(len(images), config.batch_size, seed=config.seed, device=device)
-    steps_per_epoch = len(batches)
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     base_lr = config.lr * config.batch_size / 256
-    optimizer = build_optimizer(config.optimizer, method, base_lr, config.weight_decay, config.momentum)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
-    monitor = None
-    if config.knn_every and labels is not None and eval_data is not None:
-        tr = _monitor_subset(len(images), config.monitor_train, config.seed)
-        te = _monitor_subset(len(eval_data[0]), config.monitor_test, config.seed)
-        size = getattr(getattr(augment, "config", None), "size", None)
-        monitor = (images[tr.to(device)], labels[tr], eval_data[0][te], eval_data[1][te], eval_transform(size))
-    health = _health_probe(augment, eval_data[0] if eval_data is not None else images, config.seed, device)
-
-    history = {k: [] for k in ("epoch", "step", "loss", "lr", "views_per_sec", "knn_acc", "time_s",
-                               *HEALTH_KEYS)}
-    step, partial = 0, {"loss_sum": 0.0, "count": 0, "time": 0.0}
-    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
-    resuming = ckpt_path is not None and resume and ckpt_path.exists()
-    if world > 1 and len(set(distributed.all_gather_object(resuming))) > 1:
-        raise RuntimeError(f"checkpoint {str(ckpt_path)!r} exists for some ranks and not for others: under "
-                           f"torchrun on several nodes, out_dir must be on a filesystem that every node sees")
-    if resuming:
-        state = load_checkpoint(ckpt_path)
-        _load_model_state(method, state["model"], ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, history, partial = state["step"], state["history"], state["partial"]
-        rngs = state.get("rng_ranks") if world > 1 else [state["rng"]]
-        if rngs is not None and len(rngs) == world:
-            _set_rng_state(rngs[distributed.rank()], device)
-        else:                           # another number of processes: fresh per-rank streams from here
-            _seed_all(distributed.rank_seed(config.seed, step), device)
-    else:
-        _seed_all(distributed.rank_seed(config.seed), device)   # config.seed itself on rank 0
-    _trim_log(out_dir, step)           # rows past the checkpoint: a kill came between a log row and its checkpoint
-    model = distributed.wrap(method, device) if world > 1 else method
-
-    def checkpoint():
-        if ckpt_path is None:
-            return
-        rng, extra = _rng_state(device), {}
-        if world > 1:                   # every rank's RNG, so a resume on as many ranks is exact
-            extra = {"rng_ranks": distributed.all_gather_object(rng), "world_size": world}
-            if not distributed.is_main():
-                return
-        save_checkpoint({
-            "format": CHECKPOINT_FORMAT, "step": step, "history": history, "partial": partial,
-            "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "rng": rng,
-            "train_config": asdict(config), "meta": meta or {}, **extra,
-        }, ckpt_path)
-
-    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
-    bar = None
-    if progress and step < stop_at and distributed.is_main():
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total_steps, initial=step, desc=getattr(method, "name", "train"), unit="step")
-
-    method.train()
-    with _deferred_interrupt(enabled=world == 1) as interrupt:
-        while step < stop_at:
-            epoch, start = divmod(step, steps_per_epoch)
-            loss_sum = torch.tensor(partial["loss_sum"], device=device)
-            first_bad = torch.zeros((), dtype=torch.long, device=device)   # first step with a non-finite loss
-            tic = time.perf_counter()
-            for idx in batches.epoch(epoch, start=start):
-                idx = distributed.shard(idx)   # this rank's slice of the global batch
-                lr = warmup_cosine(step, total_steps, warmup_steps, base_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                views = augment.views(images[idx], n_views)
-                out = train_step(model, views, optimizer, scaler, dtype, index=idx,
-                                 labels=None if labels_dev is None else labels_dev[idx])
-                step += 1
-                first_bad = _note_non_finite(first_bad, out["loss"], step)
-                method.on_step_end(step / total_steps)
-                loss_sum += out["loss"].detach().float()
-                partial["count"] += 1
-                if bar is not None:
-                    bar.update(1)
-                    if step % 25 == 0:   # one host sync every 25 steps for the display
-                        elapsed = partial["time"] + time.perf_counter() - tic
-                        bar.set_postfix(loss=f"{loss_sum.item() / partial['count']:.4f}",
-                                        views_per_s=f"{partial['count'] * config.batch_size * n_views / elapsed:.0f}")
-                ends_epoch = step % steps_per_epoch == 0
-                if interrupt["stop"] or step == stop_at or ends_epoch or (
-                        config.checkpoint_every and step % config.checkpoint_every == 0):
-                    partial["loss_sum"] = distributed.all_reduce_mean(loss_sum).item()   # over ranks
-                    _stop_if_diverged(first_bad, partial["loss_sum"],
-                                      lambda s: warmup_cosine(s - 1, total_steps, warmup_steps, base_lr))
-                    partial["time"] += time.perf_counter() - tic
-                    tic = time.perf_counter()
-                    if ends_epoch:
-                        _end_epoch(method, history, partial, epoch, step, lr, config, n_views, monitor,
-                                   health, out_dir)
-                    checkpoint()
-                    if interrupt["stop"]:
-                        if bar is not None:
-                            bar.close()
-                        where = f"; checkpoint saved to {ckpt_path}, run again to resume" if ckpt_path else ""
-                        raise KeyboardInterrupt(f"training interrupted at step {step}{where}")
-                    if step == stop_at:
-                        break
-    if bar is not None:
-        bar.close()
+    run = _Run(method=method, model=method, config=config, device=device, dtype=dtype, world=world,
+               images=images, labels=labels.to(device) if labels is not None else None,
+               n_views=getattr(method, "n_views", 2), batches=batches,
+               optimizer=build_optimizer(config.optimizer, method, base_lr, config.weight_decay, config.momentum),
+               scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+               base_lr=base_lr, warmup_steps=round(config.warmup_epochs * len(batches)),
+               total_steps=config.epochs * len(batches),
+               monitor=_knn_monitor(images, labels, eval_data, augment, config),
+               health=_health_probe(augment, eval_data[0] if eval_data is not None else images, config.seed, device),
+               out_dir=out_dir, ckpt_path=Path(out_dir) / "checkpoint.pt" if out_dir is not None else None,
+               meta=meta or {})
+    _resume_or_seed(run, resume)
     if world > 1:
-        distributed.unwrap(method)      # plain BatchNorms again
-    history["finished"] = step >= total_steps
-    return history
+        run.model = distributed.wrap(method, device)
+    return run
+
+
+def _knn_monitor(images, labels, eval_data, augment, config):
+    """The kNN monitor's bank (on the device) and test images, or None where it does not run."""
+    if not (config.knn_every and labels is not None and eval_data is not None):
+        return None
+    tr = _monitor_subset(len(images), config.monitor_train, config.seed)
+    te = _monitor_subset(len(eval_data[0]), config.monitor_test, config.seed)
+    size = getattr(getattr(augment, "config", None), "size", None)
+    return images[tr.to(images.device)], labels[tr], eval_data[0][te], eval_data[1][te], eval_transform(size)
+
+
+def _resume_or_seed(run: _Run, resume: bool) -> None:
+    path, world = run.ckpt_path, run.world
+    resuming = path is not None and resume and path.exists()
+    if world > 1 and len(set(distributed.all_gather_object(resuming))) > 1:
+        raise RuntimeError(f"checkpoint {str(path)!r} exists for some ranks and not for others: under "
+                           f"torchrun on several nodes, out_dir must be on a filesystem that every node sees")
+    if not resuming:
+        _seed_all(distributed.rank_seed(run.config.seed), run.device)   # config.seed itself on rank 0
+        return
+    state = load_checkpoint(path)
+    _load_model_state(run.method, state["model"], path)
+    run.optimizer.load_state_dict(state["optimizer"])
+    if state["scaler"] and run.scaler.is_enabled():   # written at another precision: a fresh scale
+        run.scaler.load_state_dict(state["scaler"])
+    run.step, run.history, run.partial = state["step"], state["history"], state["partial"]
+    rngs = state.get("rng_ranks") if world > 1 else [state["rng"]]
+    if rngs is not None and len(rngs) == world:
+        _set_rng_state(rngs[distributed.rank()], run.device)
+    else:                               # another number of processes: fresh per-rank streams from here
+        _seed_all(distributed.rank_seed(run.config.seed, run.step), run.device)
+    _trim_log(run.out_dir, run.step)    # rows past the checkpoint: a kill came between a log row and its checkpoint
+
+
+def _progress_bar(run: _Run, stop_at: int):
+    if run.step >= stop_at or not distributed.is_main():
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=run.total_steps, initial=run.step, desc=getattr(run.method, "name", "train"), unit="step")
+
+
+def _train_epoch(run: _Run, augment, stop_at: int, interrupt: dict, bar) -> None:
+    """One epoch: the steps from ``run.step`` to the end of its epoch (or to ``stop_at``). At each
+    sync point (the epoch's end, the stop, a Ctrl-C, ``checkpoint_every``) the running loss comes
+    to the host; at the epoch's end `_end_epoch` evaluates and logs; then `_checkpoint`."""
+    config, partial = run.config, run.partial
+    epoch, start = divmod(run.step, run.steps_per_epoch)
+    loss_sum = torch.tensor(partial["loss_sum"], device=run.device)
+    first_bad = torch.zeros((), dtype=torch.long, device=run.device)   # first step with a non-finite loss
+    tic = time.perf_counter()
+    for idx in run.batches.epoch(epoch, start=start):
+        idx = distributed.shard(idx)   # this rank's slice of the global batch
+        lr = warmup_cosine(run.step, run.total_steps, run.warmup_steps, run.base_lr)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        views = augment.views(run.images[idx], run.n_views)
+        out = train_step(run.model, views, run.optimizer, run.scaler, run.dtype, index=idx,
+                         labels=None if run.labels is None else run.labels[idx], grad_clip=config.grad_clip)
+        run.step += 1
+        first_bad = _note_non_finite(first_bad, out["loss"], run.step)
+        run.method.on_step_end(run.step / run.total_steps)
+        loss_sum += out["loss"].detach().float()
+        partial["count"] += 1
+        if bar is not None:
+            _show_progress(bar, loss_sum, partial, tic, config.batch_size * run.n_views, run.step)
+        ends_epoch = run.step % run.steps_per_epoch == 0
+        if interrupt["stop"] or run.step == stop_at or ends_epoch or (
+                config.checkpoint_every and run.step % config.checkpoint_every == 0):
+            partial["loss_sum"] = distributed.all_reduce_mean(loss_sum).item()   # over ranks
+            _stop_if_diverged(first_bad, partial["loss_sum"],
+                              lambda s: warmup_cosine(s - 1, run.total_steps, run.warmup_steps, run.base_lr))
+            partial["time"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            if ends_epoch:
+                _end_epoch(run.method, run.history, partial, epoch, run.step, lr, config, run.n_views,
+                           run.monitor, run.health, run.out_dir)
+            _checkpoint(run)
+            if interrupt["stop"]:
+                where = f"; checkpoint saved to {run.ckpt_path}, run again to resume" if run.ckpt_path else ""
+                raise KeyboardInterrupt(f"training interrupted at step {run.step}{where}")
+            if run.step == stop_at:
+                return
+
+
+def _show_progress(bar, loss_sum: Tensor, partial: dict, tic: float, views_per_step: int, step: int) -> None:
+    """Advance the bar; every 25 steps show the mean loss and views per second. The loss is read
+    first: that host read waits for the queued steps, so the time taken after it covers them."""
+    bar.update(1)
+    if step % 25:
+        return
+    loss = loss_sum.item() / partial["count"]
+    elapsed = partial["time"] + time.perf_counter() - tic
+    bar.set_postfix(loss=f"{loss:.4f}", views_per_s=f"{partial['count'] * views_per_step / elapsed:.0f}")
+
+
+def _checkpoint(run: _Run) -> None:
+    """Write ``run``'s state to its checkpoint (rank 0 alone, with every rank's RNG state)."""
+    if run.ckpt_path is None:
+        return
+    rng, extra = _rng_state(run.device), {}
+    if run.world > 1:                   # every rank's RNG, so a resume on as many ranks is exact
+        extra = {"rng_ranks": distributed.all_gather_object(rng), "world_size": run.world}
+        if not distributed.is_main():
+            return
+    save_checkpoint({
+        "format": CHECKPOINT_FORMAT, "step": run.step, "history": run.history, "partial": run.partial,
+        "model": run.method.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(), "rng": rng,
+        "train_config": asdict(run.config), "meta": run.meta, **extra,
+    }, run.ckpt_path)
 
 
 HEALTH_KEYS = ("feature_std", "effective_rank", "alignment", "uniformity", "embed_std")
+HISTORY_KEYS = ("epoch", "step", "loss", "lr", "views_per_sec", "knn_acc", "time_s", *HEALTH_KEYS)
 
 
 def _health_probe(augment, images: Tensor, seed: int, device: torch.device, n: int = 512):

@@ -58,6 +58,6 @@ def train_briefly(method, *, epochs: int = 6, lr: float = 2e-3, augment=None,
     data = fashion_subset()
     before = probe(method.encoder, data)
     augment = augment or SimCLRAugment(AugmentConfig(size=28, crop_scale=(0.4, 1.0)))
-    config = TrainConfig(epochs=epochs, batch_size=256, optimizer="adam", lr=lr, warmup_epochs=0.5, knn_every=0)
+    config = TrainConfig(device="cpu", epochs=epochs, batch_size=256, optimizer="adam", lr=lr, warmup_epochs=0.5, knn_every=0)
     history = fit(method, augment, data[0], config, labels=data[1] if supervised else None, progress=False)
     return Learned(*before, *probe(method.encoder, data), history)

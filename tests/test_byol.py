@@ -125,7 +125,7 @@ def test_fit_runs_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
     x, _ = load_dataset("digits", "train")
     x = x[:64]
     aug = SimCLRAugment(AugmentConfig(size=8, crop_scale=(0.3, 1.0)))
-    cfg = TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.5, warmup_epochs=0.5, knn_every=0)
+    cfg = TrainConfig(device="cpu", epochs=2, batch_size=32, optimizer="sgd", lr=0.5, warmup_epochs=0.5, knn_every=0)
     full = make_byol()
     hist = fit(full, aug, x, cfg, progress=False)
     assert hist["finished"] and all(math.isfinite(v) for v in hist["loss"])

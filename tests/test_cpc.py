@@ -222,7 +222,7 @@ def _waves():
     return x[:128, :, :, :128]
 
 
-CFG = TrainConfig(epochs=2, batch_size=32, optimizer="adam", lr=1e-3, knn_every=0)
+CFG = TrainConfig(device="cpu", epochs=2, batch_size=32, optimizer="adam", lr=1e-3, knn_every=0)
 SETTINGS = {"images": (make_image_cpc, _digits, SimCLRAugment(AugmentConfig(size=8, crop_scale=(0.5, 1.0)))),
             "sequences": (make_sequence_cpc, _waves, AsIs())}
 
@@ -296,7 +296,7 @@ def test_cpc_learns_waveform_features_in_seconds():
     torch.manual_seed(0)
     m = CPC(Conv1dEncoder(1, width=8), CPCConfig(context_dim=64))
     before = _waveform_knn(m.encoder, x, y, xt, yt)
-    cfg = TrainConfig(epochs=5, batch_size=128, optimizer="adam", lr=2e-3, warmup_epochs=0.0, knn_every=0)
+    cfg = TrainConfig(device="cpu", epochs=5, batch_size=128, optimizer="adam", lr=2e-3, warmup_epochs=0.0, knn_every=0)
     history = fit(m, AsIs(), x, cfg, progress=False)
     after = _waveform_knn(m.encoder, x, y, xt, yt)
     assert history["loss"][-1] < history["loss"][0] - 0.5, history["loss"]

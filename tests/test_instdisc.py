@@ -245,7 +245,7 @@ def digits():
 
 
 AUG = SimCLRAugment(size=8, crop_scale=(0.3, 1.0))
-CFG = TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.5, warmup_epochs=0.5, knn_every=0)
+CFG = TrainConfig(device="cpu", epochs=2, batch_size=32, optimizer="sgd", lr=0.5, warmup_epochs=0.5, knn_every=0)
 
 
 def make_for(x, seed=0):
@@ -258,7 +258,7 @@ def test_fit_step_updates_the_bank(digits):
     x, y = digits
     method = make_for(x)
     before = method.bank.clone()
-    hist = fit(method, AUG, x, TrainConfig(epochs=1, batch_size=32, knn_every=0, optimizer="sgd"),
+    hist = fit(method, AUG, x, TrainConfig(device="cpu", epochs=1, batch_size=32, knn_every=0, optimizer="sgd"),
                labels=y, progress=False)
     assert hist["finished"] and math.isfinite(hist["loss"][0])
     changed = (method.bank != before).any(1)

@@ -113,7 +113,7 @@ class Views:
 
 
 IMAGES = torch.randint(0, 255, (64, 1, 4, 4), dtype=torch.uint8)
-TOY_CFG = TrainConfig(epochs=2, batch_size=16, optimizer="sgd", lr=0.1, warmup_epochs=0.0, knn_every=0)
+TOY_CFG = TrainConfig(epochs=2, batch_size=16, optimizer="sgd", lr=0.1, warmup_epochs=0.0, knn_every=0, device="cpu")
 
 
 def test_training_stops_at_the_step_whose_loss_is_nan_and_keeps_the_last_good_checkpoint(tmp_path):

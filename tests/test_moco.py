@@ -131,7 +131,7 @@ def digits():
 
 
 AUG = SimCLRAugment(AugmentConfig(size=8, crop_scale=(0.3, 1.0)))
-CFG = TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.5, warmup_epochs=0.5, knn_every=0)
+CFG = TrainConfig(device="cpu", epochs=2, batch_size=32, optimizer="sgd", lr=0.5, warmup_epochs=0.5, knn_every=0)
 
 
 def state(m):

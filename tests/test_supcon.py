@@ -82,7 +82,7 @@ def digits():
 
 
 AUG = SimCLRAugment(size=8, crop_scale=(0.3, 1.0))
-CFG = TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.1, knn_every=0)
+CFG = TrainConfig(device="cpu", epochs=1, batch_size=32, optimizer="sgd", lr=0.1, knn_every=0)
 
 
 @pytest.mark.parametrize("kind", ["supcon", "supervised"])

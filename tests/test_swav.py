@@ -123,18 +123,20 @@ def test_prototypes_are_frozen_for_the_first_steps():
 
 def test_queue_is_fifo_and_feeds_sinkhorn():
     method = make(queue_size=20)
-    z = [method(views(n=8, seed=i))["z1"] for i in range(3)]   # each step enqueues 2 x 8 projections
+    out = [method(views(n=8, seed=i)) for i in range(3)]   # each step enqueues 8 projections per view
     assert int(method.queue_filled) == 20
-    assert torch.equal(method.queue[:8], z[2])                  # newest first: z1 rows of the last batch
-    assert torch.equal(method.queue[16:20], z[1][:4])           # older ones are behind the previous z2
+    for v, key in enumerate(("z1", "z2")):                 # one queue per large view
+        assert torch.equal(method.queue[v, :8], out[2][key])          # newest first: the last batch
+        assert torch.equal(method.queue[v, 16:20], out[0][key][:4])   # then older ones
     method.eval()                                               # eval: the queue is used, not updated
     before = method.queue.clone()
     v = views(seed=9)
     out = method(v)
     assert torch.equal(method.queue, before)
     c = method.prototypes.weight
-    scores = torch.cat([method.queue @ c.T, method.embed(v[0]) @ c.T])
-    torch.testing.assert_close(out["codes1"], losses.sinkhorn(scores, 0.05, 3)[-8:])
+    for view, key in enumerate(("codes1", "codes2")):           # each view's codes with its own queue
+        scores = torch.cat([method.queue[view] @ c.T, method.embed(v[view]) @ c.T])
+        torch.testing.assert_close(out[key], losses.sinkhorn(scores, 0.05, 3)[-8:])
 
     copy = make(seed=1, queue_size=20)
     copy.load_state_dict(method.state_dict())
@@ -145,7 +147,7 @@ def test_queue_is_fifo_and_feeds_sinkhorn():
 def test_small_batches_fill_the_queue_gradually():
     method = make(queue_size=40)
     method(views(n=4))
-    assert int(method.queue_filled) == 8 and method.queue[8:].abs().sum() == 0
+    assert int(method.queue_filled) == 4 and method.queue[:, 4:].abs().sum() == 0
 
 
 def test_errors_name_the_argument():
@@ -172,7 +174,7 @@ def digits():
     return x[:96]
 
 
-CFG = TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.5, warmup_epochs=0.5, knn_every=0)
+CFG = TrainConfig(device="cpu", epochs=2, batch_size=32, optimizer="sgd", lr=0.5, warmup_epochs=0.5, knn_every=0)
 
 
 @pytest.mark.parametrize("n_small", [0, 2])
@@ -180,7 +182,7 @@ def test_fit_runs_with_two_views_and_with_multi_crop(digits, n_small):
     method = make(n_small=n_small, queue_size=48, freeze_prototypes_steps=2)
     config = AugmentConfig(size=8)
     augment = MultiCropAugment(config, n_small=2, small_size=6) if n_small else SimCLRAugment(config)
-    hist = fit(method, augment, digits, TrainConfig(epochs=1, batch_size=32, knn_every=0), progress=False)
+    hist = fit(method, augment, digits, TrainConfig(device="cpu", epochs=1, batch_size=32, knn_every=0), progress=False)
     assert hist["finished"] and len(hist["loss"]) == 1 and torch.isfinite(torch.tensor(hist["loss"])).all()
     assert int(method.steps) == 3 and int(method.queue_filled) == 48
 

@@ -32,7 +32,7 @@ def make_method(seed=0):
 
 
 AUG = SimCLRAugment(AugmentConfig(size=8, crop_scale=(0.3, 1.0)))
-CFG = TrainConfig(epochs=2, batch_size=64, optimizer="sgd", lr=0.5, warmup_epochs=0.5,
+CFG = TrainConfig(device="cpu", epochs=2, batch_size=64, optimizer="sgd", lr=0.5, warmup_epochs=0.5,
                 monitor_train=128, monitor_test=64)
 
 
@@ -145,7 +145,7 @@ def test_fit_rejects_bad_input(digits):
     with pytest.raises(ValueError, match="batch_size must be at most the number of images"):
         fit(make_method(), AUG, x[:32], CFG, progress=False)
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
-        fit(make_method(), AUG, x, TrainConfig(optimizer="rmsprop"), progress=False)
+        fit(make_method(), AUG, x, TrainConfig(device="cpu", optimizer="rmsprop"), progress=False)
 
 
 def test_autocast_dtype():
@@ -158,6 +158,6 @@ def test_autocast_dtype():
 
 def test_bf16_autocast_trains_on_cpu(digits):
     x, _ = digits
-    cfg = TrainConfig(epochs=1, batch_size=64, optimizer="sgd", lr=0.1, amp="bf16", knn_every=0)
+    cfg = TrainConfig(device="cpu", epochs=1, batch_size=64, optimizer="sgd", lr=0.1, amp="bf16", knn_every=0)
     hist = fit(make_method(), AUG, x, cfg, progress=False)
     assert torch.isfinite(torch.tensor(hist["loss"])).all()

@@ -14,18 +14,23 @@ encoder.
 Shuffling BN on one device. The paper shuffles the batch across GPUs before computing the
 keys, so that a query and its positive key get their BatchNorm statistics from different
 sub-batches; otherwise the model can pick out the positive from the statistics alone (the
-"cheating" of Sec. 3.3). Here the keys are computed over ``bn_splits`` sub-batches of a
-shuffled batch, running the key network once per sub-batch, then put back in order.
+"cheating" of Sec. 3.3). Here, as in the MoCo authors' CIFAR-10 demo (its SplitBatchNorm in
+both encoders), both sides use ``bn_splits`` sub-batches: the queries those of the batch as it
+comes, the keys those of a shuffled batch, each network run once per sub-batch, and the keys are
+put back in order. A query's BN statistics then never hold its positive key's whole sub-batch
+(with full-batch BN on the query side they would: they hold every image). Running statistics
+are updated once per sub-batch, so they average over the sub-batches.
 
 Under torchrun (`contrastlab.distributed`) this is the paper's shuffling BN across GPUs: the
 key views of all ranks are gathered, shuffled by one permutation shared by every rank, rank r
 computes the keys of the r-th part of the shuffled batch in ``bn_splits / world_size``
 sub-batches (so ``bn_splits`` must be a multiple of the world size), and the keys are gathered
-and unshuffled; the key encoder's BN stays per rank (``local_batchnorm``). The queue receives
+and unshuffled; rank r's queries are its own slice in ``bn_splits / world_size`` sub-batches. With
+shuffled BN every BatchNorm of MoCo stays per rank (``local_batchnorm``). The queue receives
 the keys of every rank, in the order a single process would enqueue them, so it is the same on
 every rank; so is the key encoder, the momentum average of identical query encoders. With
-``bn_splits`` dividing the global batch, the keys are those of a single process with the
-global batch.
+``bn_splits`` dividing the global batch, the queries and keys are those of a single process
+with the global batch.
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ class MoCoConfig:
     head: str = "mlp"  # 'mlp' (v2's head, here with BN as in SimCLR), 'linear' (v1's fc) or 'none'
     proj_dim: int = 128  # dimension of q and k, the paper's
     shuffle_bn: bool = True  # keys over shuffled sub-batches (the paper's shuffling BN); False shows the cheat
-    bn_splits: int = 4  # sub-batches for the keys' BN (the CIFAR demo: 8 of a batch of 512; here 4 of 256)
+    bn_splits: int = 4  # sub-batches for the queries' and the keys' BN (the CIFAR demo: 8 of a batch of 512; here 4 of 256)
     symmetric: bool = False  # also use x_k as a query against x_q's key, averaging the two losses
 
 
@@ -96,8 +101,9 @@ class MoCo(Method):
 
     @property
     def local_batchnorm(self) -> tuple[str, ...]:
-        """Children whose BatchNorm stays per rank under torchrun (the key network, with shuffled BN)."""
-        return ("key_encoder", "key_head") if self.config.shuffle_bn else ()
+        """Children whose BatchNorm stays per rank under torchrun: with shuffled BN, all of them (each
+        rank normalises its own sub-batches)."""
+        return ("encoder", "head", "key_encoder", "key_head") if self.config.shuffle_bn else ()
 
     def _key_params(self):
         yield from self.key_encoder.parameters()
@@ -116,6 +122,16 @@ class MoCo(Method):
         statistics, so they are never used).
         """
         ema_update(self._key_params(), self._query_params(), self.config.momentum)
+
+    def _queries(self, x: Tensor) -> Tensor:
+        """q = normalize(f_q(x)), with BN over ``bn_splits`` sub-batches of x in order when ``shuffle_bn``."""
+        def f_q(x):
+            return F.normalize(self.head(self.encoder(x)), dim=1)
+
+        if not (self.config.shuffle_bn and self.training):
+            return f_q(x)                             # (N, D)
+        splits = self.config.bn_splits // distributed.world_size()   # this rank's share of the sub-batches
+        return torch.cat([f_q(c) for c in torch.tensor_split(x, splits)])
 
     @torch.no_grad()
     def _keys(self, x: Tensor) -> Tensor:
@@ -178,11 +194,11 @@ class MoCo(Method):
         x_q, x_k = views
         tau = self.config.temperature
         negatives = self.queue.clone().detach()       # (K, D), the keys of earlier batches
-        q = F.normalize(self.head(self.encoder(x_q)), dim=1)   # (N, D)
+        q = self._queries(x_q)                                 # (N, D)
         k = self._keys(x_k)                                    # (N, D), no gradient
         loss = losses.info_nce(q, k, negatives, tau)
         if self.config.symmetric:
-            q2 = F.normalize(self.head(self.encoder(x_k)), dim=1)
+            q2 = self._queries(x_k)
             k2 = self._keys(x_q)
             loss = (loss + losses.info_nce(q2, k2, negatives, tau)) / 2
             k = torch.cat([k, k2])                    # (2N, D), all enqueued

@@ -13,16 +13,18 @@ Codes are targets only (no gradient). Two optional parts of the paper are here t
 
 - multi-crop (``n_small`` > 0): small views (made by `contrastlab.multicrop.MultiCropAugment`)
   predict the codes of both large views; codes are only computed from the large views.
-- a queue of past projections (``queue_size`` > 0): their scores are prepended to the batch's
-  before Sinkhorn, so the equal partition is enforced over more samples than a small batch has.
+- a queue of past projections (``queue_size`` > 0), one per large view as in the paper's code:
+  once a queue is full, its scores are prepended to its view's before Sinkhorn, so the equal
+  partition is enforced over more samples than a small batch has. Until then the codes come
+  from the batch alone (a mostly empty queue would be old, few and zero-padded).
 
 The prototypes are frozen (their gradient zeroed) during the first ``freeze_prototypes_steps``
 optimizer steps, as the paper does during its first epoch.
 
 Under torchrun (`contrastlab.distributed`) Sinkhorn runs over the global batch: its sums over
 samples are reduced across ranks, so every rank gets the codes a single process would compute
-for its rows. The queue receives the projections of every rank (the same queue on every rank,
-in a single process's order), and each rank prepends only its share of the queue's rows to
+for its rows. The queues receive the projections of every rank (the same queues on every rank,
+in a single process's order), and each rank prepends only its share of a queue's rows to
 the Sinkhorn batch, so each queued projection is counted once.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ class SwAVConfig:
     epsilon: float = 0.05  # entropy weight of the Sinkhorn codes, the paper's (smaller: sharper codes)
     sinkhorn_iterations: int = 3  # Sinkhorn-Knopp iterations, the paper's
     n_small: int = 0  # small multi-crop views per image (n_views = 2 + n_small); paper: 6; 0 = two views
-    queue_size: int = 0  # past projections whose scores join Sinkhorn; paper: 3840 for batches < 256; 0 = off
+    queue_size: int = 0  # past projections per large view whose scores join Sinkhorn once full; paper: 3840 for batches < 256; 0 = off
     freeze_prototypes_steps: int = 0  # optimizer steps with frozen prototypes; paper: its first epoch
                                       # (313 steps); about one epoch's steps is a good choice here too
 
@@ -88,7 +90,8 @@ class SwAV(Method):
     averaged over them, as in the paper's code.
 
     Buffers (saved in checkpoints): ``steps`` (optimizer steps taken, advanced by
-    ``on_step_end``), ``queue`` (queue_size, proj_dim) newest first, ``queue_filled``.
+    ``on_step_end``), ``queue`` (2, queue_size, proj_dim): one queue per large view, newest
+    first, and ``queue_filled``, the rows filled in each.
     """
 
     name = "swav"
@@ -99,7 +102,7 @@ class SwAV(Method):
         self.head = ProjectionHead(encoder.out_dim, kind="mlp", out_dim=cfg.proj_dim, hidden_dim=cfg.hidden_dim)
         self.prototypes = nn.Linear(cfg.proj_dim, cfg.n_prototypes, bias=False)   # rows are c_k
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("queue", torch.zeros(cfg.queue_size, cfg.proj_dim))
+        self.register_buffer("queue", torch.zeros(2, cfg.queue_size, cfg.proj_dim))   # one per large view
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
         # Freezing must act before the optimizer step, which runs before on_step_end: zero the
         # gradient as it is computed. torch.where on the device keeps the step free of host syncs.
@@ -130,22 +133,23 @@ class SwAV(Method):
             return F.linear(z.float(), self.prototypes.weight.float())   # (M, K)
 
     @torch.no_grad()
-    def _codes(self, scores: Tensor) -> Tensor:
-        """Sinkhorn codes of a batch's scores (N, K), the queue's scores prepended when there are any."""
-        n = scores.shape[0]
-        filled = int(self.queue_filled) if self.config.queue_size else 0   # one host read per step with a queue
-        if filled:   # under torchrun each rank brings its share of the (shared) queue
-            scores = torch.cat([self._scores(distributed.shard(self.queue[:filled])), scores])   # (filled + N, K)
+    def _codes(self, scores: Tensor, view: int) -> Tensor:
+        """Sinkhorn codes of a large view's scores (N, K), its queue's scores prepended once the queue is full."""
+        n, size = scores.shape[0], self.config.queue_size
+        if size and int(self.queue_filled) == size:   # one host read per step with a queue
+            # under torchrun each rank brings its share of the (shared) queue
+            scores = torch.cat([self._scores(distributed.shard(self.queue[view])), scores])   # (size + N, K)
         codes = losses.sinkhorn(scores.detach(), self.config.epsilon, self.config.sinkhorn_iterations,
                                 gather=True)                                    # over every rank's batch
         return codes[-n:]                                                       # (N, K): the batch's rows
 
     @torch.no_grad()
-    def _enqueue(self, z: Tensor) -> None:
-        """FIFO: z (M, proj_dim) goes in front, the oldest rows fall off the end."""
+    def _enqueue(self, z1: Tensor, z2: Tensor) -> None:
+        """FIFO per large view: z_v (M, proj_dim) goes in front of queue v, the oldest rows fall off the end."""
         size = self.config.queue_size
-        k = min(z.shape[0], size)
-        self.queue.copy_(torch.cat([z[:k].to(self.queue.dtype), self.queue[: size - k]]))
+        k = min(z1.shape[0], size)
+        new = torch.stack([z1[:k], z2[:k]]).to(self.queue.dtype)                # (2, k, d)
+        self.queue.copy_(torch.cat([new, self.queue[:, : size - k]], dim=1))
         self.queue_filled.add_(k).clamp_(max=size)
 
     def _check_views(self, views) -> None:
@@ -170,7 +174,7 @@ class SwAV(Method):
         self._normalize_prototypes()
         z_large = self._project(torch.cat(views[:2]))                 # (2N, d)
         s1, s2 = self._scores(z_large).split(n)                        # (N, K) each
-        q1, q2 = self._codes(s1), self._codes(s2)                      # (N, K), rows sum to 1, no grad
+        q1, q2 = self._codes(s1, 0), self._codes(s2, 1)                # (N, K), rows sum to 1, no grad
         loss = losses.swav(s1, s2, q1, q2, cfg.temperature)            # large views predict each other
         if cfg.n_small:
             s_small = self._scores(self._project(torch.cat(views[2:]))).split(n)   # n_small x (N, K)
@@ -179,8 +183,8 @@ class SwAV(Method):
             loss = loss / (self.n_views - 1)
         z_large = z_large.detach()
         z1, z2 = z_large.split(n)
-        if self.training and cfg.queue_size:    # every rank's projections, view 1 then view 2
-            self._enqueue(torch.cat([distributed.all_gather(z1), distributed.all_gather(z2)]))
+        if self.training and cfg.queue_size:    # every rank's projections, each view into its queue
+            self._enqueue(distributed.all_gather(z1), distributed.all_gather(z2))
         return {"loss": loss, "z1": z1, "z2": z2, "codes1": q1, "codes2": q2}
 
     def on_step_end(self, progress: float) -> None:
