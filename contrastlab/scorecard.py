@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import experiments, stats
 
-__all__ = ["CLAIMS", "INSTRUMENT", "RANK_CLAIMS", "Arm", "Claim", "Instrument", "RankClaim", "arm_values",
+__all__ = ["CLAIMS", "INSTRUMENT", "RANK_CLAIMS", "Arm", "Claim", "Instrument", "RankClaim", "arm_values", "at_ceiling",
            "calibration", "claims_of", "compute", "encoder_points", "encoders", "format_text", "missing_configs",
            "records_seconds", "scorecard"]
 
@@ -512,6 +512,7 @@ def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str 
         rank_claims = RANK_CLAIMS if claims is None else ()
     claims = CLAIMS if claims is None else claims
     cache_dir = _cache(cache_dir)
+    card_instrument = calibration(instrument, cache_dir)
     done, pending = [], []
     for c in claims:
         a, b = (arm_values(arm, c.metric, instrument, cache_dir) for arm in (c.a, c.b))
@@ -525,7 +526,8 @@ def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str 
                      "arms": [{"name": arm.name, "values": v, "difference": arm.minus is not None}
                               for arm, v in ((c.a, a), (c.b, b))],
                      "paired": c.paired, "diff": result.diff, "se": result.se, "df": result.df,
-                     "half_width": result.half_width, "verdict": result.verdict})
+                     "half_width": result.half_width, "verdict": result.verdict,
+                     "at_ceiling": at_ceiling(c.metric, a, b, card_instrument)})
     correlations = []
     for c in rank_claims:
         points = encoder_points(c, instrument, claims, cache_dir)
@@ -537,8 +539,18 @@ def scorecard(instrument: Instrument | None = None, claims=None, cache_dir: str 
         correlations.append({"id": c.id, "seed_claim": c.seed_claim, "chapter": c.chapter, "claim": c.claim,
                              "paper": c.paper, "statistic": c.statistic, "metric": c.metric, "kind": c.kind,
                              "encoders": points, **result.as_dict()})
-    return {"instrument": calibration(instrument, cache_dir), "claims": done, "correlations": correlations,
+    return {"instrument": card_instrument, "claims": done, "correlations": correlations,
             "pending": pending}
+
+
+def at_ceiling(metric: str, a: list[float], b: list[float], instrument: dict) -> bool:
+    """Whether both arms of an accuracy claim lie within the instrument's resolution (its MDD at its
+    seeds per cell) of 100%: there the ceiling leaves no room for an effect of the paper's size,
+    and whichever verdict the rule gives rests on a handful of test images."""
+    mdd = instrument.get("mdd", {}).get(str(instrument["seeds_per_cell"]))
+    if mdd is None or not metric.endswith("_acc"):
+        return False
+    return min(statistics.mean(a), statistics.mean(b)) >= 1 - mdd
 
 
 def encoders(claims=None) -> list[Arm]:

@@ -174,3 +174,19 @@ def test_book_counts_rank_claims_and_reports_bookkeeping_apart(tiny_cache):
     assert "2.0 MB" in str(book.facts_table(card, "11")) and "| a fact |" not in str(book.claims_table(card, "11"))
     assert "Spearman's rho" in book.verdict_sentence(card, "tiny-alignment")
     assert f"{card['correlations'][0]['rho']:+.2f}" in str(book.correlations_table(card, "10"))
+
+
+def test_a_claim_is_at_the_ceiling_only_when_both_arms_sit_within_the_resolution_of_100_percent():
+    ins = {"seeds_per_cell": 3, "mdd": {"3": 0.015, "5": 0.01}}
+    assert scorecard.at_ceiling("linear_acc", [0.999, 0.998, 0.997], [0.990, 0.991, 0.989], ins)
+    assert not scorecard.at_ceiling("linear_acc", [0.999, 0.998, 0.997], [0.97, 0.98, 0.975], ins)   # b has room
+    assert not scorecard.at_ceiling("embed_std", [0.999] * 3, [0.999] * 3, ins)      # not an accuracy
+    assert not scorecard.at_ceiling("linear_acc", [0.999] * 3, [0.999] * 3, {"seeds_per_cell": 3})   # no MDD yet
+
+
+def test_published_ceiling_flags_follow_the_instrument(published):
+    mdd = published["instrument"]["mdd"][str(published["instrument"]["seeds_per_cell"])]
+    for claim in published["claims"]:
+        a, b = (statistics.mean(arm["values"]) for arm in claim["arms"])
+        expected = claim["metric"].endswith("_acc") and min(a, b) >= 1 - mdd
+        assert claim["at_ceiling"] == expected, claim["id"]
