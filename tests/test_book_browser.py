@@ -268,9 +268,9 @@ def test_page(page, browser, book_html):
 
 
 def test_pages_with_maths_exist(browser, book_html):
-    """The maths check above must have something to check: the preface and chapters use maths."""
-    text = (book_html / "book" / "preface.html").read_text()
-    assert 'class="math' in text, "the preface shows no maths: did dollarmath stop working?"
+    """The maths check above must have something to check: the notation page and chapters use maths."""
+    text = (book_html / "book" / "notation.html").read_text()
+    assert 'class="math' in text, "the notation page shows no maths: did dollarmath stop working?"
 
 
 def test_search_finds_a_chapter(browser, book_html):

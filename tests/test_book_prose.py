@@ -7,6 +7,11 @@
   "Figure 3" can only be a paper's; prose that points at "the figure below" (or above) sits
   next to a cell that draws one; and no figure needs files that the published records do not
   carry (a checkpoint is not published, so a cell that reads one draws nothing for a reader).
+- One notation (book/notation.md): a letter of its first table appears in the mathematics of the
+  pages its "where" column names, and of no other page (unless the table of one chapter's
+  symbols gives it a meaning there).
+- Times have one definition: a cell that reads a record's wall time (training and evaluation)
+  calls it "wall time"; a training time comes from the epochs' times (`labels.training_seconds`).
 """
 from __future__ import annotations
 
@@ -33,6 +38,14 @@ DRAWS = re.compile(r"\bplots\.\w+\(|\bplt\.|\bfig\b|\.imshow\(|\bzoom\(")
 SKELETON_START = "## Running this notebook"
 SKELETON_END = ("## Summary", "## Exercises")
 GOALS = "**After this chapter you will be able to**"
+
+
+NOTATION = ROOT / "book" / "notation.md"
+MATH = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.DOTALL)
+# Text inside these commands names no symbol (\mathrm{base}, \mathcal{L} is not L, \mathbb{E}).
+NOT_SYMBOLS = re.compile(r"\\(?:mathrm|text|textrm|operatorname|mathcal|mathbb|mathsf|mathit)\s*\{[^{}]*\}")
+LETTER = re.compile(r"^(\\[A-Za-z]+|[A-Za-z])(?![A-Za-z])")
+DOC = re.compile(r"\{doc\}`\.\./([^`]+)`")
 
 
 def _cells(path: Path) -> list[dict]:
@@ -95,6 +108,90 @@ def unpublished_inputs(cells: list[dict]) -> list[str]:
             if cell["cell_type"] == "code" and re.search(r"load_checkpoint|checkpoint\.pt", _source(cell))]
 
 
+def math_spans(text: str) -> list[str]:
+    """The inline ($...$) and display ($$...$$) mathematics of a text, commands that hold words dropped."""
+    return [NOT_SYMBOLS.sub(" ", m.group(1) or m.group(2)) for m in MATH.finditer(text)]
+
+
+def uses_letter(math: str, letter: str) -> bool:
+    """Whether ``letter`` ('K', or a command such as '\\mu') stands on its own in ``math``:
+    not inside a longer command or word (\\max holds no m, \\Gamma no \\gamma)."""
+    body = re.escape(letter)
+    before = r"(?<![A-Za-z])" if letter.startswith("\\") else r"(?<![\\A-Za-z])"
+    return re.search(before + body + r"(?![A-Za-z])", math) is not None
+
+
+def _notation_rows(text: str, heading: str | None) -> list[tuple[list[str], str]]:
+    """(letters of the symbol column, the 'where' column) of the table under ``heading`` (None: the first)."""
+    if heading is not None:
+        text = text.split(heading, 1)[1]
+    rows, started = [], False
+    for line in text.splitlines():
+        if line.startswith("| :--"):
+            started = True
+            continue
+        if started and not line.startswith("|"):
+            break
+        if started:
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            letters = [found.group(1) for span in re.findall(r"\$([^$]+)\$", cells[0])
+                       if (found := LETTER.match(span.strip()))]
+            rows.append((letters, cells[2]))
+    return rows
+
+
+def notation_places(text: str) -> dict[str, set[str] | None]:
+    """{letter: the pages (paths without suffix, e.g. 'notebooks/06_moco') that may use it}, from
+    book/notation.md: the 'where' of the first table plus the chapters of the one-chapter table.
+    None for a letter that some row gives to every chapter (nothing to check)."""
+    places: dict[str, set[str] | None] = {}
+    for letters, where in _notation_rows(text, None):
+        for letter in letters:
+            if "every chapter" in where or places.get(letter, set()) is None:
+                places[letter] = None
+            else:
+                places.setdefault(letter, set()).update(DOC.findall(where))
+    for letters, where in _notation_rows(text, "## Symbols of one chapter"):
+        for letter in letters:
+            if places.get(letter) is not None:
+                places[letter].update(DOC.findall(where))
+    return places
+
+
+def _page_name(path: Path) -> str:
+    """'notebooks/06_moco' for a chapter; an instructor's exercise notebook answers to its student version."""
+    name = path.relative_to(ROOT).with_suffix("").as_posix()
+    return name.replace("exercises/", "exercises/student/", 1) if name.startswith("exercises/0") else name
+
+
+def _texts(path: Path) -> list[tuple[str, str]]:
+    """(where, text) of every cell of a notebook, or the whole of a Markdown page."""
+    if path.suffix == ".md":
+        return [("page", path.read_text())]
+    return [(f"cell {i}", _source(cell)) for i, cell in enumerate(_cells(path))]
+
+
+def notation_problems(path: Path, places: dict[str, set[str] | None]) -> list[str]:
+    """The letters of the notation's first table that ``path`` uses but is not listed for."""
+    page = _page_name(path)
+    problems = []
+    for where, text in _texts(path):
+        for math in math_spans(text):
+            for letter, pages in places.items():
+                if pages is not None and page not in pages and uses_letter(math, letter):
+                    problems.append(f"{where}: {letter} in ${math.strip()[:60]}$")
+    return problems
+
+
+WALL_TIME = re.compile(r"wall_time_s")
+
+
+def wall_time_problems(cells: list[dict]) -> list[str]:
+    """Code cells that read a record's wall time without calling it a wall time to the reader."""
+    return [f"cell {i}" for i, cell in enumerate(cells) if cell["cell_type"] == "code"
+            and WALL_TIME.search(_source(cell)) and "wall time" not in _source(cell)]
+
+
 # ---------------------------------------------------------------------------------- the checks
 
 
@@ -128,6 +225,33 @@ def test_figures_named_by_the_prose_exist(path):
         "store what the figure needs in the record (e.g. eval.save_z)")
 
 
+# Chapters still being brought in line on their own branches; each fails its check today (strict: when
+# one passes, take it off its list). Notation: SwAV's K prototypes, q codes and B batch (07), BYOL's
+# predictor q (08), the cross-entropy's class weights C, c (09), the memory M (11). Times: a wall time
+# shown as a training time or a duration without its name (06, 07, 08, 09, 11).
+NOTATION_PENDING = {"notebooks/07_swav", "notebooks/08_byol", "notebooks/09_supcon", "notebooks/11_comparison"}
+TIME_PENDING = {"06_moco", "07_swav", "08_byol", "09_supcon", "11_comparison"}
+
+
+@pytest.mark.parametrize("path", [p for p in CHAPTERS + PAGES + MARKDOWN_PAGES if p != NOTATION],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_notation_is_the_books(path, request):
+    if _page_name(path) in NOTATION_PENDING:
+        request.applymarker(pytest.mark.xfail(reason="notation not yet brought in line", strict=True))
+    problems = notation_problems(path, notation_places(NOTATION.read_text()))
+    assert not problems, (f"{path.name} uses letters of book/notation.md outside the pages it lists for "
+                          f"them; use the table's letter, or list the page there: {problems}")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_training_time_is_the_books(path, request):
+    if path.stem in TIME_PENDING:
+        request.applymarker(pytest.mark.xfail(reason="times not yet brought in line", strict=True))
+    assert wall_time_problems(_cells(path)) == [], (
+        f"{path.name} shows a record's wall time (training and evaluation) without saying so; a training "
+        "time is labels.training_seconds(record), labelled with labels.TRAINING_TIME")
+
+
 # ------------------------------------------------------------------------- the checks, checked
 
 
@@ -159,3 +283,24 @@ def test_figure_checks_catch_a_missing_figure():
     assert figure_pointer_problems([_code("fig = plt.figure()"), _md("the panels above")]) == []
     assert unpublished_inputs([_code("state = load_checkpoint(path)")]) == ["cell 0"]
     assert FIGURE_NUMBER.search("as Figure 2 shows") and not FIGURE_NUMBER.search("The paper's Figure 5")
+
+
+def test_notation_checks_catch_a_second_meaning():
+    table = ("| symbol | meaning | where | paper |\n| :-- | :-- | :-- | :-- |\n"
+             "| $N$ | batch | every chapter | |\n"
+             "| $K$ | queue | {doc}`../notebooks/06_moco` | |\n"
+             "| $\\mu$, $c_j$ | momentum, a prototype | {doc}`../notebooks/02_instdisc` | |\n\n"
+             "## Symbols of one chapter\n\n| symbol | meaning | chapter | paper |\n| :-- | :-- | :-- | :-- |\n"
+             "| $c_t$ | context | {doc}`../notebooks/03_cpc` | |\n")
+    places = notation_places(table)
+    assert places == {"N": None, "K": {"notebooks/06_moco"}, "\\mu": {"notebooks/02_instdisc"},
+                      "c": {"notebooks/02_instdisc", "notebooks/03_cpc"}}
+    assert uses_letter("K = 4096", "K") and uses_letter("\\log(K + 1)", "K")
+    assert not uses_letter("\\max_k", "m") and not uses_letter("m_{base}", "b")
+    assert not uses_letter("\\Gamma", "\\gamma") and uses_letter("\\mu\\, v_i", "\\mu")
+    assert math_spans("the $m_{\\mathrm{base}}$ and $$\\mathcal{L} = 1$$") == ["m_{ }", "  = 1"]
+
+
+def test_wall_time_check_catches_an_unnamed_wall_time():
+    assert wall_time_problems([_code("f\"{p['wall_time_s'] / 60:.1f} min\"")]) == ["cell 0"]
+    assert wall_time_problems([_code("wall = p['wall_time_s']  # the wall time of the run")]) == []
