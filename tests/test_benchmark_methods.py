@@ -67,7 +67,8 @@ def test_sweep_covers_batches_and_queues(record):
     assert queue[1]["state"]["state"] - queue[0]["state"]["state"] == 256 * 128 * 4
     swav = rec["sweep"]["swav"]
     assert [(r["batch_size"], r["overrides"]["method.queue_size"]) for r in swav] == [(16, 0), (16, 64)]
-    assert swav[1]["state"]["large_buffers"]["queue"] == 64 * 128 * 4
+    # one (K, 128) float32 queue per large view (two of them), as in the paper's code
+    assert swav[1]["state"]["large_buffers"]["queue"] == 2 * 64 * 128 * 4
 
 
 def test_record_round_trips_with_provenance(record):

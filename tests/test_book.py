@@ -265,10 +265,11 @@ def test_records_command_recomputes_a_chapters_records(tmp_path, monkeypatch):
     assert re.fullmatch(r"raw_pixels-digits-smoke-[0-9a-f]{12}\.json", written[0].name)
 
 
-def test_ablation_scale_applies_at_the_cpu_budget_only():
+def test_ablation_scale_follows_the_budget():
     assert book.setup("05", budget="cpu", quiet=True).ablation == book.ABLATION_SCALE
     assert book.setup("05", budget="smoke", quiet=True).ablation == {}
-    assert book.setup("05", budget="gpu", quiet=True).ablation == {}
+    assert book.setup("05", budget="gpu", quiet=True).ablation == book.GPU_ABLATION_SCALE
+    assert book.GPU_ABLATION_SCALE["train.epochs"] < 100     # a tenth of the gpu budget's full runs
     ch = book.setup("05", budget="cpu", quiet=True)
     ch.ablation["train.epochs"] = 99                      # a copy: a chapter cannot change the scale
     assert book.ABLATION_SCALE["train.epochs"] == 3
