@@ -589,9 +589,14 @@ def verdict_sentence(card: dict, claim_id: str) -> str:
             f"(95% interval, {how})")
 
 
+CEILING_MARK = "†"   # claims_table's mark of a claim whose two arms both sit at the instrument's ceiling
+
+
 def claims_table(card: dict, chapter: str | None = None) -> Table:
     """The claims of ``chapter`` (all when None) as a Markdown table: the paper's number and setting,
-    both arms as mean ± SE with n, the difference with its 95% interval, and the verdict."""
+    both arms as mean ± SE with n, the difference with its 95% interval, and the verdict, marked
+    `CEILING_MARK` (and explained under the table) where the claim is at the instrument's ceiling
+    (`contrastlab.scorecard.at_ceiling`)."""
     rows = [c for c in card["claims"] if (chapter is None or c["chapter"] == chapter) and c.get("kind", "claim") == "claim"]
     lines = ["| claim | the paper's number (its setting) | arm a | arm b | a − b, 95% interval | verdict |",
              "| :-- | :-- | --: | --: | --: | :-- |"]
@@ -599,9 +604,13 @@ def claims_table(card: dict, chapter: str | None = None) -> Table:
         a, b = c["arms"]
         lines.append(f"| {c['claim']} (ours: {c['setting']}) | {c['paper']} | {a['name']}: {mean_se(a['values'], c['metric'])} | "
                      f"{b['name']}: {mean_se(b['values'], c['metric'])} | {difference(c)}"
-                     f"{' (paired)' if c['paired'] else ''} | **{c['verdict']}** |")
+                     f"{' (paired)' if c['paired'] else ''} | **{c['verdict']}**{CEILING_MARK if c.get('at_ceiling') else ''} |")
     pending = [i for i in card["pending"] if chapter is None or _claim_chapter(i) == chapter]
     note = (f"\n\nNot yet measured (records missing): {', '.join(f'`{i}`' for i in pending)}." if pending else "")
+    if any(c.get("at_ceiling") for c in rows):
+        note += (f"\n\n{CEILING_MARK} At the instrument's ceiling: both arms lie within the smallest difference the "
+                 "rule resolves (the MDD at n = 3) of 100%, so this instrument has no room to show the paper's "
+                 "effect; the verdict stands, but says little about the claim.")
     ins = card["instrument"]
     caption = (f"\n\nOurs: per-seed values on the setting each claim names (the `{ins['name']}` instrument is "
                f"{ins['dataset']}, budget {ins['budget']}, metric {ins['metric']}); the paper's numbers are the paper's, "

@@ -217,7 +217,8 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
         scorecard.compute(args.jobs, instrument=scorecard.INSTRUMENT, claims=scorecard.CLAIMS,
                           cache_dir=args.results, chapter=args.chapter,
                           log=lambda line: print(line, file=sys.stderr, flush=True))
-    card = scorecard.scorecard(scorecard.INSTRUMENT, scorecard.CLAIMS, cache_dir=args.results)
+    card = scorecard.scorecard(scorecard.INSTRUMENT, scorecard.CLAIMS, cache_dir=args.results,
+                               rank_claims=scorecard.RANK_CLAIMS)
     print(json.dumps(card, indent=1) if args.json else scorecard.format_text(card))
     return 0
 

@@ -364,3 +364,23 @@ def test_every_chapter_shows_its_time_table_in_its_first_code_cell():
     for path in CHAPTERS:
         first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code").source
         assert "ch.time_table(" in first, path.name
+
+
+def _two_arm_claim(claim_id, a, b, at_ceiling):
+    return {"id": claim_id, "chapter": "09", "metric": "linear_acc", "paired": False, "kind": "claim",
+            "claim": f"{claim_id} holds", "paper": "p", "setting": "s", "diff": 0.001, "half_width": 0.004,
+            "verdict": "not resolved", "at_ceiling": at_ceiling,
+            "arms": [{"name": "a", "values": a}, {"name": "b", "values": b}]}
+
+
+def test_claims_table_marks_and_explains_claims_at_the_ceiling():
+    card = {"instrument": {"name": "bench", "dataset": "d", "budget": "bench", "metric": "linear_acc"}, "pending": [],
+            "claims": [_two_arm_claim("top", [0.998, 0.997, 0.999], [0.997, 0.996, 0.998], True),
+                       _two_arm_claim("mid", [0.80, 0.81, 0.82], [0.80, 0.80, 0.81], False)]}
+    rows = {line.split(" holds")[0].strip("| "): line for line in str(book.claims_table(card, "09")).splitlines()
+            if " holds" in line}
+    assert rows["top"].endswith(f"**not resolved**{book.CEILING_MARK} |")
+    assert rows["mid"].endswith("**not resolved** |")
+    assert "At the instrument's ceiling" in str(book.claims_table(card, "09"))
+    card["claims"] = card["claims"][1:]                       # no claim at the ceiling: no mark, no note
+    assert book.CEILING_MARK not in str(book.claims_table(card, "09"))
