@@ -177,10 +177,10 @@ class Chapter:
                 "simclr:eval.label_fractions=[0.01,0.1]".
             dataset: the runs' dataset; None: the chapter's.
             ablation: the runs are ablation-grid runs (`Chapter.ablation`: `ABLATION_SCALE` at the
-                cpu budget).
+                cpu budget, `GPU_ABLATION_SCALE` at the gpu budget).
 
         Returns:
-            A `Table`: one row per run, one column per budget.
+            A `Table`: one row per run (named by `contrastlab.labels.run_label`), one column per budget.
         """
         from .report import parse_run
         if not runs:
@@ -188,9 +188,9 @@ class Chapter:
         rows, loads = [], []
         for spec in runs:
             method, overrides = parse_run(spec)
-            cells = [f"`{spec}`"]
+            cells = [labels.run_label(spec)]
             for budget in TIME_BUDGETS:
-                extra = dict(ABLATION_SCALE) if ablation and budget == "cpu" else {}
+                extra = dict({"cpu": ABLATION_SCALE, "gpu": GPU_ABLATION_SCALE}.get(budget, {})) if ablation else {}
                 config = experiments.ExperimentConfig(method=method, dataset=dataset or self.dataset, budget=budget,
                                                       overrides={**extra, **overrides})
                 path = experiments.record_path(experiments.resolve(config), self.cache_dir)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["NAMES", "TRAINING_TIME", "device_label", "minutes", "name", "training_seconds"]
+__all__ = ["METHOD_NAMES", "NAMES", "TRAINING_TIME", "device_label", "minutes", "name", "run_label",
+           "training_seconds"]
 
 NAMES: dict[str, str] = {
     # metrics of record["metrics"]
@@ -58,6 +59,13 @@ NAMES: dict[str, str] = {
     "dataset.train_size": "training images",
 }
 
+# the methods and baselines as the papers and the book's prose write them
+METHOD_NAMES: dict[str, str] = {
+    "simclr": "SimCLR", "moco": "MoCo", "byol": "BYOL", "swav": "SwAV", "supcon": "SupCon",
+    "instdisc": "InstDisc", "cpc": "CPC", "align_uniform": "alignment + uniformity",
+    "supervised": "supervised", "random_init": "random init", "raw_pixels": "raw pixels",
+}
+
 # The book's one definition, quoted wherever a time is shown (README, "How this book measures").
 TRAINING_TIME = ("training time: the sum of the epochs' times of a run (its training steps and the "
                  "per-epoch monitor), without the final kNN and linear-probe evaluation")
@@ -70,6 +78,19 @@ def name(key: str) -> str:
     if key in NAMES:
         return NAMES[key]
     return key.rsplit(".", 1)[-1].replace("_", " ")
+
+
+def run_label(spec: str) -> str:
+    """A run spec for a reader: 'byol:method.predictor=false,train.epochs=2' -> 'BYOL, predictor false,
+    epochs 2' (the method's name, then each override as its reader's name and value)."""
+    if not isinstance(spec, str) or not spec:
+        raise TypeError(f"spec must be a run spec such as 'simclr' or 'byol:method.ema=false', got {spec!r}")
+    method, _, rest = spec.partition(":")
+    parts = [METHOD_NAMES.get(method, method.replace("_", " "))]
+    for item in filter(None, re.split(r",(?![^\[]*\])", rest)):      # commas inside [...] belong to a list
+        key, _, value = item.partition("=")
+        parts.append(f"{name(key.strip())} {value.strip()}")
+    return ", ".join(parts)
 
 
 def device_label(device: str | None) -> str:

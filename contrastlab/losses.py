@@ -500,19 +500,21 @@ def _check_iterations(iterations) -> None:
 def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3, *, gather: bool = False) -> Tensor:
     r"""SwAV's Sinkhorn-Knopp codes (Caron et al. 2020, Eq. 3–4 and Algorithm 1).
 
-    Finds soft assignments of the B samples to the K prototypes that follow the scores but
-    split the batch equally among prototypes (the equal-partition constraint):
+    Finds soft assignments of the N samples to the J prototypes that follow the scores but
+    split the batch equally among prototypes (the equal-partition constraint). In the book's
+    notation (book/notation.md; the paper writes Q, q and K for Gamma, gamma and J):
 
     .. math::
 
-        Q = \exp(C^\top Z / \varepsilon) \in \mathbb{R}^{K \times B},\ Q \leftarrow Q / \textstyle\sum Q,
+        \Gamma = \exp(C^\top Z / \varepsilon) \in \mathbb{R}^{J \times N},\ \Gamma \leftarrow \Gamma / \textstyle\sum \Gamma,
         \quad \text{then repeat:}\ \
-        Q_{k\cdot} \leftarrow \frac{Q_{k\cdot}}{K \sum_b Q_{kb}},\ \
-        Q_{\cdot b} \leftarrow \frac{Q_{\cdot b}}{B \sum_k Q_{kb}},
+        \Gamma_{j\cdot} \leftarrow \frac{\Gamma_{j\cdot}}{J \sum_n \Gamma_{jn}},\ \
+        \Gamma_{\cdot n} \leftarrow \frac{\Gamma_{\cdot n}}{N \sum_j \Gamma_{jn}},
 
-    so that Q approaches the transportation polytope (rows sum to 1/K, columns to 1/B). The
-    codes are :math:`B\,Q^\top`: every sample's code sums to 1 exactly (the last step normalises
-    columns of Q), and the per-prototype sums over the batch approach B/K as iterations grow.
+    so that Gamma approaches the transportation polytope (rows sum to 1/J, columns to 1/N). The
+    codes are :math:`N\,\Gamma^\top`: every sample's code sums to 1 exactly (the last step
+    normalises the columns of Gamma), and the per-prototype sums over the batch approach N/J as
+    iterations grow.
 
     Computed without gradient and in float32, in the log domain: each normalisation is a
     ``logsumexp`` (which subtracts the maximum before exponentiating), so the result equals the
@@ -520,16 +522,16 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3, *, gath
     exp's range (where the plain version gives inf or 0/0).
 
     Args:
-        scores: prototype scores z^T c_k, (B, K) floating (cosines in SwAV).
+        scores: prototype scores z^T c_j, (N, J) floating (cosines in SwAV).
         epsilon: the entropy regularisation, > 0 (SwAV uses 0.05; smaller is sharper).
         iterations: Sinkhorn rounds, >= 1 (SwAV uses 3).
         gather: in a multi-process run, the batch is the concatenation of every rank's scores:
-            the total and the per-prototype sums run over all ranks (all-reduced), B is the
+            the total and the per-prototype sums run over all ranks (all-reduced), N is the
             global number of samples, and each rank gets the codes of its own rows. The number
             of rows may differ between ranks. No effect in a single process.
 
     Returns:
-        the codes q, (B, K) float32, rows summing to 1, no gradient (this rank's rows, with ``gather``).
+        the codes gamma, (N, J) float32, rows summing to 1, no gradient (this rank's rows, with ``gather``).
     """
     check_tensor("scores", scores, ndim=2, floating=True)
     _check_number("epsilon", epsilon, allow_zero=False)
@@ -540,28 +542,28 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3, *, gath
         lse = distributed.all_logsumexp
         b = int(distributed.all_reduce_sum(torch.tensor(b, device=scores.device)))
     with torch.autocast(device_type=scores.device.type, enabled=False):
-        log_q = scores.float().T / epsilon                                    # (K, B) log Q
-        log_q = log_q - lse(log_q.flatten(), dim=0)                           # Q / sum(Q)
+        log_q = scores.float().T / epsilon                                    # (J, N) log Gamma
+        log_q = log_q - lse(log_q.flatten(), dim=0)                           # Gamma / sum(Gamma)
         for _ in range(iterations):
-            log_q = log_q - lse(log_q, dim=1, keepdim=True) - math.log(k)     # rows to 1/K
-            log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(b)   # columns to 1/B
-        return torch.exp(log_q + math.log(b)).T                                # (B, K) = B Q^T
+            log_q = log_q - lse(log_q, dim=1, keepdim=True) - math.log(k)     # rows to 1/J
+            log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(b)   # columns to 1/N
+        return torch.exp(log_q + math.log(b)).T                                # (N, J) = N Gamma^T
 
 
 def swav(scores1: Tensor, scores2: Tensor, codes1: Tensor, codes2: Tensor, temperature: float = 0.1) -> Tensor:
     r"""SwAV's swapped prediction loss (Caron et al. 2020, Eq. 1–2).
 
-    Two views s and t of each image give prototype scores :math:`z^\top c_k` (``scores1``,
-    ``scores2``) and codes q from :func:`sinkhorn` (``codes1``, ``codes2``). Each view predicts
+    Two views s and t of each image give prototype scores :math:`z^\top c_j` (``scores1``,
+    ``scores2``) and codes :math:`\gamma` from :func:`sinkhorn` (``codes1``, ``codes2``). Each view predicts
     the code of the *other* view from its own scores:
 
     .. math::
 
-        p^{(k)} = \frac{\exp(z^\top c_k / \tau)}{\sum_{k'} \exp(z^\top c_{k'} / \tau)},
+        p^{(j)} = \frac{\exp(z^\top c_j / \tau)}{\sum_{j'} \exp(z^\top c_{j'} / \tau)},
         \quad
-        \ell(z, q) = -\sum_k q^{(k)} \log p^{(k)},
+        \ell(z, \gamma) = -\sum_j \gamma^{(j)} \log p^{(j)},
         \quad
-        L = \frac{1}{N} \sum_{n=1}^{N} \big[\ell(z_{nt}, q_{ns}) + \ell(z_{ns}, q_{nt})\big],
+        L = \frac{1}{N} \sum_{n=1}^{N} \big[\ell(z_{nt}, \gamma_{ns}) + \ell(z_{ns}, \gamma_{nt})\big],
 
     i.e. ``scores2`` is scored against ``codes1`` and ``scores1`` against ``codes2``. Scaling:
     this is the sum of the two swapped terms, averaged over the batch and *not* divided by 2
@@ -570,10 +572,10 @@ def swav(scores1: Tensor, scores2: Tensor, codes1: Tensor, codes2: Tensor, tempe
     :func:`sinkhorn` do not); they are not detached here.
 
     Args:
-        scores1: prototype scores of view s, (N, K) floating.
-        scores2: prototype scores of view t, (N, K).
-        codes1: codes of view s, (N, K), rows summing to 1.
-        codes2: codes of view t, (N, K).
+        scores1: prototype scores of view s, (N, J) floating.
+        scores2: prototype scores of view t, (N, J).
+        codes1: codes of view s, (N, J), rows summing to 1.
+        codes2: codes of view t, (N, J).
         temperature: tau > 0 (SwAV uses 0.1).
 
     Returns:
@@ -587,7 +589,7 @@ def swav(scores1: Tensor, scores2: Tensor, codes1: Tensor, codes2: Tensor, tempe
         _check_same_shape("scores1", scores1, name, x)
     _check_temperature(temperature)
     with torch.autocast(device_type=scores1.device.type, enabled=False):
-        log_p1 = F.log_softmax(scores1.float() / temperature, dim=1)   # (N, K)
+        log_p1 = F.log_softmax(scores1.float() / temperature, dim=1)   # (N, J)
         log_p2 = F.log_softmax(scores2.float() / temperature, dim=1)
         per_sample = -(codes1.float() * log_p2).sum(dim=1) - (codes2.float() * log_p1).sum(dim=1)
         return per_sample.mean()

@@ -352,6 +352,7 @@ def test_time_table_reads_training_times_from_the_records(clean_env):
                                 "provenance": {"device": "cpu (x86_64, 1 threads)", "wall_time_s": 700.0}}))
     text = str(ch.time_table("simclr", "moco"))
     simclr, moco = text.splitlines()[2:4]
+    assert simclr.startswith("| SimCLR |") and moco.startswith("| MoCo |")   # readers' names, not run specs
     assert "11.1 min (cpu (x86_64, 1 thread))" in simclr            # the epochs' 666 s, not the 700 s wall time
     assert "not measured yet" in simclr.split("|")[-2]              # no gpu record, no gpu benchmark: nothing invented
     assert "no record here" in moco
@@ -384,3 +385,12 @@ def test_claims_table_marks_and_explains_claims_at_the_ceiling():
     assert "At the instrument's ceiling" in str(book.claims_table(card, "09"))
     card["claims"] = card["claims"][1:]                       # no claim at the ceiling: no mark, no note
     assert book.CEILING_MARK not in str(book.claims_table(card, "09"))
+
+
+def test_run_labels_name_the_method_and_each_override_for_a_reader():
+    from contrastlab import labels
+    assert labels.run_label("byol:method.predictor=false,train.epochs=2") == "BYOL, predictor false, epochs 2"
+    assert labels.run_label("simclr:eval.label_fractions=[0.01,0.1]") == "SimCLR, label fractions [0.01,0.1]"
+    assert labels.run_label("random_init") == "random init"
+    with pytest.raises(TypeError, match="spec must be a run spec"):
+        labels.run_label("")

@@ -321,7 +321,7 @@ WRONG = [
      ["target_params[0], target_params[1] now carry an autograd history", "torch.no_grad()"]),
     ("sinkhorn", sinkhorn_columns_first,
      ["rows of the codes must each sum to 1", "rows first, then columns"]),
-    ("sinkhorn", sinkhorn_no_exp, ["result differs", "codes must be >= 0", "is Q = exp(scores / epsilon)?"]),
+    ("sinkhorn", sinkhorn_no_exp, ["result differs", "codes must be >= 0", "is Gamma = exp(scores / epsilon)?"]),
     ("sinkhorn", sinkhorn_three_iterations,
      ["case: 10 iterations", "also on 1 more of the 5 cases: 1 iteration", "loop exactly `iterations` times"]),
     ("sinkhorn", sinkhorn_with_gradient, ["codes carry a gradient", "torch.no_grad()"]),

@@ -155,32 +155,32 @@ SINKHORN_SIGNATURE = '''\
 def sinkhorn(scores: Tensor, epsilon: float, iterations: int) -> Tensor:
     """SwAV's codes by Sinkhorn-Knopp (Caron et al. 2020, Eq. 3 and Algorithm 1).
 
-    Q = exp(scores / epsilon).T is a (K, B) matrix; divide it by its total, then repeat
-    `iterations` times: divide each row of Q by its sum and by K (rows sum to 1/K), then
-    each column by its sum and by B (columns sum to 1/B). The codes are B * Q.T.
+    Gamma = exp(scores / epsilon).T is a (J, N) matrix; divide it by its total, then repeat
+    `iterations` times: divide each row of Gamma by its sum and by J (rows sum to 1/J), then
+    each column by its sum and by N (columns sum to 1/N). The codes are N * Gamma.T.
 
     Args:
-        scores: (B, K) float32 prototype scores (cosines): B samples, K prototypes.
+        scores: (N, J) float32 prototype scores (cosines): N samples, J prototypes.
         epsilon: > 0; smaller gives sharper codes (SwAV: 0.05).
         iterations: >= 1 rounds of normalisation (SwAV: 3).
 
     Returns:
-        the codes, (B, K) float32, every row summing to 1, carrying no gradient.
+        the codes, (N, J) float32, every row summing to 1, carrying no gradient.
     """'''
 
 
 def _sinkhorn_cases(g: torch.Generator) -> list[Case]:
-    def scores(b, k):
-        z = F.normalize(torch.randn(b, 16, generator=g), dim=1)
-        c = F.normalize(torch.randn(k, 16, generator=g), dim=1)
-        return z @ c.T                                        # (B, K) cosines
+    def scores(n, j):
+        z = F.normalize(torch.randn(n, 16, generator=g), dim=1)
+        c = F.normalize(torch.randn(j, 16, generator=g), dim=1)
+        return z @ c.T                                        # (N, J) cosines
 
     return [
-        Case("B = 16 samples, K = 4 prototypes, epsilon 0.05, 3 iterations",
+        Case("N = 16 samples, J = 4 prototypes, epsilon 0.05, 3 iterations",
              {"scores": scores(16, 4).requires_grad_(True), "epsilon": 0.05, "iterations": 3}),
-        Case("fewer samples than prototypes (B = 3, K = 8)",
+        Case("fewer samples than prototypes (N = 3, J = 8)",
              {"scores": scores(3, 8), "epsilon": 0.05, "iterations": 3},
-             hint="rows of Q (prototypes) are divided by K, columns (samples) by B; Q is (K, B), the transpose "
+             hint="rows of Gamma (prototypes) are divided by J, columns (samples) by N; Gamma is (J, N), the transpose "
                   "of scores"),
         Case("1 iteration", {"scores": scores(12, 6), "epsilon": 0.1, "iterations": 1},
              hint="loop exactly `iterations` times, each time rows first, then columns"),
@@ -191,8 +191,8 @@ def _sinkhorn_cases(g: torch.Generator) -> list[Case]:
 
 
 def _sinkhorn_extra(case: Case, outputs: dict) -> dict[str, str]:
-    codes, b, k = outputs["result"], *case.args["scores"].shape
-    if not isinstance(codes, Tensor) or codes.shape != (b, k):
+    codes, n, j = outputs["result"], *case.args["scores"].shape
+    if not isinstance(codes, Tensor) or codes.shape != (n, j):
         return {}
     found = {}
     if codes.requires_grad:
@@ -202,11 +202,11 @@ def _sinkhorn_extra(case: Case, outputs: dict) -> dict[str, str]:
     sums = codes.sum(dim=1)
     if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
         found["row sums"] = (f"rows of the codes must each sum to 1 (each iteration ends by normalising the "
-                             f"columns of Q, the samples); got row sums from {float(sums.min()):.4g} to "
+                             f"columns of Gamma, the samples); got row sums from {float(sums.min()):.4g} to "
                              f"{float(sums.max()):.4g}")
     if float(codes.min()) < 0:
         found["negative"] = (f"codes must be >= 0 (probabilities over the prototypes); got a minimum of "
-                             f"{float(codes.min()):.4g}: is Q = exp(scores / epsilon)?")
+                             f"{float(codes.min()):.4g}: is Gamma = exp(scores / epsilon)?")
     return found
 
 

@@ -9,22 +9,25 @@ last seen). The non-parametric softmax (Sec. 3.1)
     P(i | v) = exp(v_i^T v / tau) / sum_j exp(v_j^T v / tau)
 
 is trained with cross-entropy on the image's own index i. With n images the denominator costs
-n dot products, so the paper approximates it with noise-contrastive estimation (Sec. 3.2): m rows drawn uniformly from
+n dot products, so the paper approximates it with noise-contrastive estimation (Sec. 3.2): M rows drawn uniformly from
 the bank (P_n = 1/n) act as noise, the partition function Z is replaced by a constant
 estimated once, and each sample solves a binary "data or noise" task:
 
-    h(i, v) = P(i|v) / (P(i|v) + m P_n(i)),
-    J_NCE   = -log h(i, v) - sum_{noise j} log(1 - h(j, v))          (per sample, batch-averaged)
+    P(D=1 | i, v) = P(i|v) / (P(i|v) + M P_n(i)),
+    L_NCE = -log P(D=1 | i, v) - sum_{noise j} log(1 - P(D=1 | j, v))     (per sample, batch-averaged)
+
+(the book's notation, book/notation.md; the paper writes h(i, v) for P(D=1 | i, v), J_NCE for the
+loss and m for both the noise count M and the bank momentum mu).
 
 After each optimizer step the bank rows of the batch move towards the new features,
-v_i <- normalize(m v_i + (1 - m) f_i) (`on_step_end`). The optional proximal term
+v_i <- normalize(mu v_i + (1 - mu) f_i) (`on_step_end`). The optional proximal term
 lambda * ||v^(t) - v_i^(t-1)||^2 (Sec. 3.3) pulls the new feature towards its bank row.
 
-Note on the noise: the paper draws m noise rows per sample; here one set of m rows is drawn
+Note on the noise: the paper draws M noise rows per sample; here one set of M rows is drawn
 per batch and shared by its N samples (under torchrun: drawn by rank 0 and shared by every
 rank's samples). Each sample's noise is still i.i.d. uniform over the
-bank, so the loss has the same expectation, and it costs an (N, m) matrix product instead of a
-gather of N * m rows.
+bank, so the loss has the same expectation, and it costs an (N, M) matrix product instead of a
+gather of N * M rows.
 
 Deviations from the paper, for short runs (measured on 16k Fashion-MNIST images, small CNN,
 6 epochs of Adam; kNN 0.725 at random init). A bank row is the only positive, and it was
@@ -84,26 +87,27 @@ def nce_loss(v: Tensor, bank: Tensor, index: Tensor, noise: Tensor, temperature:
              log_Z: Tensor | float, reduction: str = "mean") -> Tensor:
     """NCE loss of instance discrimination (Wu et al. 2018, Sec. 3.2) with uniform noise P_n = 1/n.
 
-    P(i|v) = exp(v_i^T v / tau) / Z with a constant Z; h = P / (P + m/n). Logs are computed as
-    log h = log P - logaddexp(log P, log(m/n)) and log(1 - h) = log(m/n) - logaddexp(...), which
+    P(i|v) = exp(v_i^T v / tau) / Z with a constant Z; P(D=1 | i, v) = P / (P + M/n), written h below.
+    Logs are computed as log h = log P - logaddexp(log P, log(M/n)) and
+    log(1 - h) = log(M/n) - logaddexp(...), which
     stays finite for any similarity.
 
     Args:
         v: unit features of the batch, (N, D).
         bank: memory bank, (n, D).
         index: (N,) rows of the positives (the batch's own images).
-        noise: (K,) rows drawn from P_n, shared by every sample of the batch (K = m).
+        noise: (M,) rows drawn from P_n, shared by every sample of the batch.
         temperature: tau.
         log_Z: log of the normalising constant Z (a number or 0-d tensor).
         reduction: 'mean' over the batch, or 'none' for the (N,) per-sample losses.
 
     Returns:
-        mean over the batch of -log h(pos) - sum_{K noise} log(1 - h(noise)), a scalar (or the (N,) terms).
+        mean over the batch of -log h(pos) - sum_{M noise} log(1 - h(noise)), a scalar (or the (N,) terms).
     """
-    n, m = bank.shape[0], noise.shape[0]
-    log_mpn = math.log(m / n)                          # log(m * P_n)
+    n, noise_count = bank.shape[0], noise.shape[0]
+    log_mpn = math.log(noise_count / n)                # log(M * P_n)
     log_p_pos = (v * bank[index]).sum(1) / temperature - log_Z      # (N,)
-    log_p_noise = v @ bank[noise].T / temperature - log_Z           # (N, K)
+    log_p_noise = v @ bank[noise].T / temperature - log_Z           # (N, M)
     log_h_pos = log_p_pos - torch.logaddexp(log_p_pos, torch.tensor(log_mpn, device=v.device))
     log_1mh_noise = log_mpn - torch.logaddexp(log_p_noise, torch.tensor(log_mpn, device=v.device))
     per_sample = -(log_h_pos + log_1mh_noise.sum(1))
@@ -114,14 +118,14 @@ def estimate_log_partition(v: Tensor, bank: Tensor, noise: Tensor, temperature: 
                            gather: bool = False) -> Tensor:
     """log Z for the Monte-Carlo estimate Z ~ n E_j[exp(v_j^T v / tau)] (Wu et al. 2018, Sec. 3.2).
 
-    The mean runs over the K noise rows and the N samples of the batch; computed with logsumexp
+    The mean runs over the M noise rows and the N samples of the batch; computed with logsumexp
     so that a small tau (exp(1/0.01) overflows float32) stays finite. With ``gather`` in a
     multi-process run it runs over the samples of every rank (one estimate, the same on all).
 
     Returns:
         a detached 0-d tensor: the estimate from this batch (see `running_log_partition`).
     """
-    sims = v.detach() @ bank[noise].T / temperature    # (N, K)
+    sims = v.detach() @ bank[noise].T / temperature    # (N, M)
     if gather and distributed.is_distributed():       # the mean over every rank's samples
         count = sims.numel() * distributed.world_size()
         return math.log(bank.shape[0]) + distributed.all_logsumexp(sims.flatten(), 0) - math.log(count)
@@ -129,10 +133,10 @@ def estimate_log_partition(v: Tensor, bank: Tensor, noise: Tensor, temperature: 
 
 
 def running_log_partition(log_Z: Tensor, estimate: Tensor, momentum: float) -> Tensor:
-    """log of the running estimate Z <- mu Z + (1 - mu) Z_batch, in log space; no host sync.
+    """log of the running estimate Z <- beta Z + (1 - beta) Z_batch, in log space; no host sync.
 
-    The first estimate (``log_Z`` nan) is taken as it is. ``momentum`` mu = 1 keeps that first
-    estimate for good (the paper: Z from the first iterations, then fixed); mu = 0 uses each
+    The first estimate (``log_Z`` nan) is taken as it is. ``momentum`` beta = 1 keeps that first
+    estimate for good (the paper: Z from the first iterations, then fixed); beta = 0 uses each
     batch's own estimate.
     """
     if momentum == 1.0:
@@ -152,12 +156,12 @@ class InstDiscConfig:
 
     feature_dim: int = 128  # D of the unit feature v and of the bank rows, the paper's
     temperature: float = 0.07  # tau of the non-parametric softmax, the paper's
-    bank_momentum: float = 0.5  # m in v_i <- normalize(m v_i + (1 - m) f_i), the paper's code's value
-    nce_k: int = 4096  # noise rows m per batch (paper: 4096 per sample); 0 = exact softmax, cheap for small n
+    bank_momentum: float = 0.5  # mu in v_i <- normalize(mu v_i + (1 - mu) f_i) (the paper's m), its code's value
+    nce_k: int = 4096  # noise rows M per batch (paper: m = 4096 per sample); 0 = exact softmax, cheap for small n
     proximal: float = 0.0  # lambda of the proximal term (paper: 30 in its ablation); 0 turns it off
     head: str = "linear"  # 'linear' (the paper's fc to feature_dim) or 'mlp' (SimCLR's / MoCo v2's, with BN)
     bank_init: str = "first_pass"  # 'first_pass': a row joins the loss once its image has written it; 'random': the paper's code
-    z_momentum: float = 0.99  # mu of the running NCE constant Z <- mu Z + (1 - mu) Z_batch; 1 = fixed after one batch (paper)
+    z_momentum: float = 0.99  # beta of the running NCE constant Z <- beta Z + (1 - beta) Z_batch; 1 = fixed after one batch (paper)
 
 
 HEADS = ("linear", "mlp")
@@ -245,15 +249,15 @@ class InstDisc(Method):
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
-        """Memory-bank update of the last batch: v_i <- normalize(m v_i + (1 - m) f_i).
+        """Memory-bank update of the last batch: v_i <- normalize(mu v_i + (1 - mu) f_i).
 
-        A row not yet filled (``bank_init='first_pass'``) takes the feature as it is (m = 0).
+        A row not yet filled (``bank_init='first_pass'``) takes the feature as it is (mu = 0).
         """
         if self._pending is None:
             return
         v, index = self._pending
-        m = torch.where(self.filled[index], self.config.bank_momentum, 0.0)[:, None]    # (N, 1)
-        rows = F.normalize(m * self.bank[index] + (1 - m) * v, dim=1)    # (N, D)
+        mu = torch.where(self.filled[index], self.config.bank_momentum, 0.0)[:, None]    # (N, 1)
+        rows = F.normalize(mu * self.bank[index] + (1 - mu) * v, dim=1)    # (N, D)
         self.bank.index_copy_(0, index, rows)
         self.filled[index] = True
         self._pending = None

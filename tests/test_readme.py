@@ -1,0 +1,70 @@
+"""The README and the preface tell the reader what the records say: the methods table is the one
+`compare` makes from the published records, and the typed range of training minutes per method at
+the cpu budget is that table's range."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from contrastlab import experiments, labels, report
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PREFACE = (ROOT / "book" / "preface.md").read_text()
+
+
+def _block(name: str) -> str:
+    return README.split(f"<!-- compare:{name} -->", 1)[1].split(f"<!-- /compare:{name} -->", 1)[0]
+
+
+def _block_records(name: str):
+    """The (spec, record) pairs of the README's table ``name``, read from results/ without training,
+    for the runs (and the ``--set`` overrides) of the command its caption gives."""
+    command = re.search(r"`python -m contrastlab compare ([^`]*?) --dataset fashion-mnist --budget cpu"
+                        r"(?: --set ([^`]*))?`", _block(name))
+    assert command, f"the README's {name} table names the command that regenerates it"
+    common = report.parse_overrides(command.group(2)) if command.group(2) else {}
+    out = []
+    for spec in command.group(1).split():
+        method, overrides = report.parse_run(spec)
+        config = experiments.ExperimentConfig(method=method, dataset="fashion-mnist", budget="cpu")
+        fields = experiments.resolve(config)
+        config.overrides = {**{k: v for k, v in common.items() if report._has_field(fields, k)}, **overrides}
+        path = experiments.record_path(experiments.resolve(config), ROOT / "results")
+        assert path.is_file(), f"the README's {spec!r} row has no record {path.name} in results/"
+        out.append((spec, json.loads(path.read_text())))
+    return out
+
+
+BLOCKS = ("methods", "fewlabels", "collapse")
+
+
+@pytest.fixture(scope="module")
+def methods():
+    return _block_records("methods")
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_readme_tables_are_the_records(name):
+    table = report.markdown_table(_block_records(name))
+    assert table in _block(name), (f"README's {name} table differs from the records; regenerate it with the "
+                                   f"command above it and --into README.md --block {name}")
+
+
+def _minutes(methods) -> dict[str, float]:
+    return {spec: labels.training_seconds(rec) / 60 for spec, rec in methods if labels.training_seconds(rec)}
+
+
+def test_typed_training_minutes_are_the_records_range(methods):
+    minutes = _minutes(methods)
+    low, high = min(minutes, key=minutes.get), max(minutes, key=minutes.get)
+    typed = re.search(r"([\d.]+) \((\w+)\) to ([\d.]+) \((\w+)\) minutes of training per method", README)
+    assert typed, "the README's budget table states the range of training minutes per method"
+    assert (typed[2].lower(), typed[4].lower()) == (low, high), typed.groups()
+    assert (float(typed[1]), float(typed[3])) == (round(minutes[low], 1), round(minutes[high], 1))
+    preface = re.search(r"(\d+) to (\d+) minutes of training per method", PREFACE)
+    assert preface, "the preface's budget table states the range of training minutes per method"
+    assert (int(preface[1]), int(preface[2])) == (round(minutes[low]), round(minutes[high]))
