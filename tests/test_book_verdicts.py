@@ -19,9 +19,9 @@ from contrastlab import book, scorecard
 ROOT = Path(__file__).resolve().parents[1]
 VERDICT_WORDS = re.compile(r"\b(reproduced|reversed|not resolved)\b", re.IGNORECASE)
 OLD_RULE = re.compile(r"\bverdict\(|\bCLEAR\b")
-# Chapters 06-11 decide claims 9-14, which move onto the instrument in the next issue; until then
+# Chapters 06-08 decide claims 9-11, which move onto the instrument on their own branches; until then
 # they keep their single-seed verdicts and are not checked here.
-ON_THE_INSTRUMENT = ("01", "02", "03", "04", "05")
+ON_THE_INSTRUMENT = ("01", "02", "03", "04", "05", "09", "10", "11")
 PAGES = [p for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.name[:2] in ON_THE_INSTRUMENT] + \
     sorted((ROOT / "book").glob("*.ipynb"))
 
@@ -53,15 +53,24 @@ def test_the_check_catches_a_typed_verdict(tmp_path):
 
 
 def test_chapters_show_the_claims_they_own():
-    """Each chapter on the instrument displays the verdict of every scorecard claim it owns (chapters
-    06-11 join ON_THE_INSTRUMENT once their prose takes its verdicts from the scorecard)."""
-    for chapter in sorted({c.chapter for c in scorecard.CLAIMS} & set(ON_THE_INSTRUMENT)):
+    """Each chapter on the instrument displays every scorecard claim it owns (chapters 06-08 join
+    ON_THE_INSTRUMENT once their prose takes its verdicts from the scorecard): it names each claim,
+    rank claim and bookkeeping fact, and shows the table of each kind it owns, claims_table for the
+    claims, correlations_table for the rank claims and facts_table for the bookkeeping facts."""
+    tables = {"claim": "claims_table", "correlation": "correlations_table", "bookkeeping": "facts_table"}
+    owned = [(c.chapter, c.id, c.kind) for c in scorecard.CLAIMS] + \
+        [(c.chapter, c.id, "correlation") for c in scorecard.RANK_CLAIMS]
+    assert {kind for _, _, kind in owned} <= set(tables), "a kind of claim with no table to show it"
+    for chapter in sorted({ch for ch, _, _ in owned} & set(ON_THE_INSTRUMENT)):
         path = book.chapter_notebook(chapter)
         source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
         shown = set(re.findall(r"\"([\w-]+)\"", source))   # claim ids named in the cells that show them
-        has_table = f'claims_table(card, "{chapter}")' in source
-        missing = [c.id for c in scorecard.claims_of(chapter) if c.id not in shown]
-        assert has_table and not missing, f"{path.name}: table {has_table}, claims not shown {missing}"
+        mine = [(claim_id, kind) for ch, claim_id, kind in owned if ch == chapter]
+        missing_tables = sorted({tables[kind] for _, kind in mine} - {t for t in tables.values()
+                                                                      if f'{t}(card, "{chapter}")' in source})
+        missing = [claim_id for claim_id, _ in mine if claim_id not in shown]
+        assert not missing_tables and not missing, (f"{path.name}: tables not shown {missing_tables}, "
+                                                    f"claims not shown {missing}")
 
 
 def test_verdict_sentence_carries_the_scorecard_verdict():
