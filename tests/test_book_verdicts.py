@@ -19,9 +19,9 @@ from contrastlab import book, scorecard
 ROOT = Path(__file__).resolve().parents[1]
 VERDICT_WORDS = re.compile(r"\b(reproduced|reversed|not resolved)\b", re.IGNORECASE)
 OLD_RULE = re.compile(r"\bverdict\(|\bCLEAR\b")
-# Chapters 06-11 decide claims 9-14, which move onto the instrument in the next issue; until then
+# Chapters 09-11 decide claims 12-14, which move onto the instrument in the next issue; until then
 # they keep their single-seed verdicts and are not checked here.
-ON_THE_INSTRUMENT = ("01", "02", "03", "04", "05")
+ON_THE_INSTRUMENT = ("01", "02", "03", "04", "05", "06")
 PAGES = [p for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.name[:2] in ON_THE_INSTRUMENT] + \
     sorted((ROOT / "book").glob("*.ipynb"))
 
@@ -54,7 +54,7 @@ def test_the_check_catches_a_typed_verdict(tmp_path):
 
 def test_chapters_show_the_claims_they_own():
     """Each chapter on the instrument displays the verdict of every scorecard claim it owns (chapters
-    06-11 join ON_THE_INSTRUMENT once their prose takes its verdicts from the scorecard)."""
+    09-11 join ON_THE_INSTRUMENT once their prose takes its verdicts from the scorecard)."""
     for chapter in sorted({c.chapter for c in scorecard.CLAIMS} & set(ON_THE_INSTRUMENT)):
         path = book.chapter_notebook(chapter)
         source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
