@@ -21,7 +21,7 @@ VERDICT_WORDS = re.compile(r"\b(reproduced|reversed|not resolved)\b", re.IGNOREC
 OLD_RULE = re.compile(r"\bverdict\(|\bCLEAR\b")
 # Chapters 09-11 decide claims 12-14, which move onto the instrument in the next issue; until then
 # they keep their single-seed verdicts and are not checked here.
-ON_THE_INSTRUMENT = ("01", "02", "03", "04", "05", "06", "07")
+ON_THE_INSTRUMENT = ("01", "02", "03", "04", "05", "06", "07", "08")
 PAGES = [p for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.name[:2] in ON_THE_INSTRUMENT] + \
     sorted((ROOT / "book").glob("*.ipynb"))
 
@@ -77,3 +77,15 @@ def test_verdict_sentence_carries_the_scorecard_verdict():
     assert book.verdict_counts(card, "05") == {"reproduced": 1, "not resolved": 0, "reversed": 0}
     with pytest.raises(KeyError, match="unknown claim 'nope'"):
         book.verdict_sentence(card, "nope")
+
+
+def test_a_pending_claim_renders_as_not_yet_measured():
+    """A claim whose cells are still training (pending) reads as not yet measured in every helper a
+    chapter uses, and counts toward no verdict."""
+    card = {"instrument": {"name": "x", "dataset": "d", "budget": "bench", "metric": "linear_acc"},
+            "claims": [], "pending": ["swav-multicrop"]}
+    assert "not yet measured" in book.verdict_sentence(card, "swav-multicrop")
+    assert "Not yet measured (records missing): `swav-multicrop`" in str(book.claims_table(card, "07"))
+    assert book.verdict_counts(card, "07") == {"reproduced": 0, "not resolved": 0, "reversed": 0}
+    owned = sum(c.kind == "claim" for c in scorecard.claims_of("07"))
+    assert book.verdict_summary(card, "07").endswith(f"; {owned} not yet measured (their records are missing).")
