@@ -225,28 +225,16 @@ def test_figures_named_by_the_prose_exist(path):
         "store what the figure needs in the record (e.g. eval.save_z)")
 
 
-# Chapters still being brought in line on their own branches; each fails its check today (strict: when
-# one passes, take it off its list). Notation: SwAV's K prototypes, q codes and B batch (07), BYOL's
-# predictor q (08). Times: a wall time shown as a training time or a duration
-# without its name (06, 07, 08).
-NOTATION_PENDING = {"notebooks/07_swav", "notebooks/08_byol"}
-TIME_PENDING = {"06_moco", "07_swav", "08_byol"}
-
-
 @pytest.mark.parametrize("path", [p for p in CHAPTERS + PAGES + MARKDOWN_PAGES if p != NOTATION],
                          ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_notation_is_the_books(path, request):
-    if _page_name(path) in NOTATION_PENDING:
-        request.applymarker(pytest.mark.xfail(reason="notation not yet brought in line", strict=True))
+def test_notation_is_the_books(path):
     problems = notation_problems(path, notation_places(NOTATION.read_text()))
     assert not problems, (f"{path.name} uses letters of book/notation.md outside the pages it lists for "
                           f"them; use the table's letter, or list the page there: {problems}")
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
-def test_training_time_is_the_books(path, request):
-    if path.stem in TIME_PENDING:
-        request.applymarker(pytest.mark.xfail(reason="times not yet brought in line", strict=True))
+def test_training_time_is_the_books(path):
     assert wall_time_problems(_cells(path)) == [], (
         f"{path.name} shows a record's wall time (training and evaluation) without saying so; a training "
         "time is labels.training_seconds(record), labelled with labels.TRAINING_TIME")

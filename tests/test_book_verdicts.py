@@ -19,9 +19,8 @@ from contrastlab import book, scorecard
 ROOT = Path(__file__).resolve().parents[1]
 VERDICT_WORDS = re.compile(r"\b(reproduced|reversed|not resolved)\b", re.IGNORECASE)
 OLD_RULE = re.compile(r"\bverdict\(|\bCLEAR\b")
-# Chapters 06-08 decide claims 9-11, which move onto the instrument on their own branches; until then
-# they keep their single-seed verdicts and are not checked here.
-ON_THE_INSTRUMENT = ("01", "02", "03", "04", "05", "09", "10", "11")
+# Every chapter is on the instrument: none may state a verdict of its own.
+ON_THE_INSTRUMENT = tuple(f"{i:02d}" for i in range(1, 12))
 PAGES = [p for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.name[:2] in ON_THE_INSTRUMENT] + \
     sorted((ROOT / "book").glob("*.ipynb"))
 
@@ -53,8 +52,7 @@ def test_the_check_catches_a_typed_verdict(tmp_path):
 
 
 def test_chapters_show_the_claims_they_own():
-    """Each chapter on the instrument displays every scorecard claim it owns (chapters 06-08 join
-    ON_THE_INSTRUMENT once their prose takes its verdicts from the scorecard): it names each claim,
+    """Each chapter on the instrument displays every scorecard claim it owns: it names each claim,
     rank claim and bookkeeping fact, and shows the table of each kind it owns, claims_table for the
     claims, correlations_table for the rank claims and facts_table for the bookkeeping facts."""
     tables = {"claim": "claims_table", "correlation": "correlations_table", "bookkeeping": "facts_table"}
@@ -86,3 +84,15 @@ def test_verdict_sentence_carries_the_scorecard_verdict():
     assert book.verdict_counts(card, "05") == {"reproduced": 1, "not resolved": 0, "reversed": 0}
     with pytest.raises(KeyError, match="unknown claim 'nope'"):
         book.verdict_sentence(card, "nope")
+
+
+def test_a_pending_claim_renders_as_not_yet_measured():
+    """A claim whose cells are still training (pending) reads as not yet measured in every helper a
+    chapter uses, and counts toward no verdict."""
+    card = {"instrument": {"name": "x", "dataset": "d", "budget": "bench", "metric": "linear_acc"},
+            "claims": [], "pending": ["swav-multicrop"]}
+    assert "not yet measured" in book.verdict_sentence(card, "swav-multicrop")
+    assert "Not yet measured (records missing): `swav-multicrop`" in str(book.claims_table(card, "07"))
+    assert book.verdict_counts(card, "07") == {"reproduced": 0, "not resolved": 0, "reversed": 0}
+    owned = sum(c.kind == "claim" for c in scorecard.claims_of("07"))
+    assert book.verdict_summary(card, "07").endswith(f"; {owned} not yet measured (their records are missing).")
