@@ -63,14 +63,10 @@ RECOMPUTE_ENV, DATASET_ENV = "CONTRASTLAB_RECOMPUTE", "CONTRASTLAB_DATASET"
 CHECKOUT = Path(__file__).resolve().parents[1]   # the repository root, in a source checkout
 TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
 
-# The single-seed rule of chapters 06-11 until their claims move onto the instrument (the scorecard's
-# rule, contrastlab.stats, decides chapters 01-05 and replaces this one there).
-CLEAR = 0.005   # half a point of accuracy: a chapter calls smaller differences no difference
-
-__all__ = ["ABLATION_SCALE", "CLEAR", "GPU_ABLATION_SCALE", "REPO_URL", "Chapter", "Source", "Table", "claims_table",
+__all__ = ["ABLATION_SCALE", "GPU_ABLATION_SCALE", "REPO_URL", "Chapter", "Source", "Table", "claims_table",
            "correlations_table", "difference", "facts_table", "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct",
            "points", "setup", "show_source", "table",
-           "verdict", "verdict_counts", "verdict_sentence", "verdict_summary"]
+           "verdict_counts", "verdict_sentence", "verdict_summary"]
 
 
 def in_colab() -> bool:
@@ -476,11 +472,6 @@ def pct(x: float) -> str:
 def points(x: float) -> str:
     """A difference of accuracies in signed percentage points: 0.012 -> '+1.2 points'."""
     return f"{100 * x:+.1f} points"
-
-
-def verdict(holds: bool) -> str:
-    """'**yes**' or '**no**': whether a chapter's run reproduces a claim's direction."""
-    return "**yes**" if holds else "**no**"
 
 
 def table(rows, header, *, left: int = 1) -> str:
