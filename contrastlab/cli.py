@@ -140,7 +140,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 
     sc = sub.add_parser("scorecard", help="every claim the book tests, decided from the stored records",
                         description="The measuring instrument's calibration and every claim's per-seed values, "
-                                    "difference, standard error and verdict (95%% Welch or paired interval), "
+                                    "difference, standard error and verdict (95% Welch or paired interval), "
                                     "read from the records without training; --compute trains the missing cells.")
     sc.add_argument("--json", action="store_true", help="print the scorecard as JSON")
     sc.add_argument("--compute", action="store_true", help="train the cells whose records are missing first")

@@ -120,3 +120,15 @@ def test_ctrl_c_prints_where_it_stopped_without_a_traceback(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted: training interrupted at step" in err
     assert "run again to resume" in err
+
+
+def test_no_help_text_shows_a_doubled_percent_sign(capsys):
+    """argparse %-formats help strings but not descriptions: an escaped '%%' in a description shows."""
+    from contrastlab import cli
+    from contrastlab.methods import METHODS
+    lines = [[], ["train"], ["compare"], ["eval"], ["scorecard"], *(["train", m] for m in METHODS)]
+    for argv in lines:
+        with pytest.raises(SystemExit):
+            cli.build_parser(argv[1] if len(argv) > 1 else None).parse_args([*argv, "--help"])
+        out = capsys.readouterr().out
+        assert "usage:" in out and "%%" not in out, (argv, [line for line in out.splitlines() if "%%" in line])
