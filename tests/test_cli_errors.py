@@ -71,6 +71,13 @@ def test_compare_overrides_of_the_wrong_type(tmp_path, setting, match):
                               "--results", str(tmp_path)), match)
 
 
+def test_a_compare_set_without_a_value_is_named_on_its_own(tmp_path):
+    """Each --set is read on its own: one without '=' is not glued to the value of the one before."""
+    done = cli("compare", "simclr", "--dataset", "digits", "--set", "eval.linear_epochs=5", "--set", "train.epochs",
+               "--results", str(tmp_path))
+    assert_one_line_error(done, "--set: expected overrides as key=value pairs separated by commas, got 'train.epochs'")
+
+
 def test_a_garbage_gz_dataset_file_is_named(tmp_path):
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):
