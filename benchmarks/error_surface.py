@@ -364,12 +364,31 @@ def _first_failure(outs, what):
     return subprocess.CompletedProcess(what, failed[0][0], failed[0][1], failed[0][2]) if failed else None
 
 
+def _barrier(folder: Path, i: int) -> str:
+    """Code for process ``i`` to say it is ready (imports done) and wait for the others (`_go`)."""
+    return (f"\nimport os, time\nopen({str(folder / f'ready-{i}')!r}, 'w').close()\n"
+            f"while not os.path.exists({str(folder / 'go')!r}): time.sleep(0.02)\n")
+
+
+def _go(folder: Path, procs, timeout=300) -> None:
+    """Start the processes of `_barrier` together, once each one is ready (or has died)."""
+    deadline = time.time() + timeout
+    while (len(list(folder.glob("ready-*"))) < len(procs) and time.time() < deadline
+           and all(p.poll() is None for p in procs)):
+        time.sleep(0.05)
+    (folder / "go").touch()
+
+
 def _concurrent_runs(env):
-    """Three processes run the same config in one results folder: all succeed with one record."""
-    results = env.work / "concurrent"
-    code = API_PRELUDE + (f"r = experiments.run(cfg(**{{'train.epochs': 3}}), cache_dir={str(results)!r}, "
-                          f"progress=False); print('KNN', r['metrics']['knn_acc'])")
-    outs = _communicate([_spawn(env, code) for _ in range(3)], timeout=400)
+    """Three processes start the same config in one results folder at the same moment: all succeed
+    with one record."""
+    results, sync = env.work / "concurrent", env.work / "concurrent-sync"
+    sync.mkdir()
+    procs = [_spawn(env, API_PRELUDE + _barrier(sync, i) + (
+        f"r = experiments.run(cfg(**{{'train.epochs': 3}}), cache_dir={str(results)!r}, progress=False)\n"
+        "print('KNN', r['metrics']['knn_acc'])")) for i in range(3)]
+    _go(sync, procs)
+    outs = _communicate(procs, timeout=400)
     failed = _first_failure(outs, "concurrent")
     if failed:
         return failed
@@ -378,35 +397,44 @@ def _concurrent_runs(env):
 
 
 def _concurrent_writers(env, what: str):
-    """Two writers rewrite one record (or checkpoint) while a reader loads it through the library:
-    the reader never sees half a file, nor a mix of the two writers' bytes."""
+    """Two writers rewrite one record (or checkpoint) while this process reads it through the library
+    for 4 seconds: the reader never sees half a file, nor a mix of the two writers' bytes."""
+    from contrastlab import train
+    sync = env.work / f"writers-{what}"
+    sync.mkdir()
+    stop = sync / "stop"
     if what == "record":
-        path = env.work / "shared.json"
+        path = sync / "shared.json"
         write = f"experiments.write_json({str(path)!r}, {{'i': i, 'pad': 'x' * 20000}})"
-        load = f"json.loads(open({str(path)!r}).read())"
     else:
-        path = env.work / "shared" / "checkpoint.pt"
-        path.parent.mkdir()
+        path = sync / "checkpoint.pt"
         write = (f"train.save_checkpoint({{'format': train.CHECKPOINT_FORMAT, 'i': i, "
                  f"'w': torch.full((20000,), float(i))}}, {str(path)!r})")
-        load = (f"s = train.load_checkpoint({str(path)!r})\n"
-                f"        mixed += not bool((s['w'] == s['i']).all())")
-    writer = f"import torch\nfrom contrastlab import experiments, train\nfor i in range(200):\n    {write}"
-    reader = ("import json, time\nfrom contrastlab import train\nbad = mixed = n = 0\nt = time.time()\n"
-              "while time.time() - t < 4:\n"
-              "    try:\n"
-              f"        {load}\n"
-              "        n += 1\n"
-              "    except FileNotFoundError: pass\n"
-              "    except Exception: bad += 1; n += 1\n"
-              "print(bad, mixed, n)")
-    writers = [_spawn(env, writer) for _ in range(2)]
-    read = env.python(["-c", reader])
-    failed = _first_failure(_communicate(writers, timeout=200), "writers")
+    writers = [_spawn(env, "import torch\nfrom contrastlab import experiments, train" + _barrier(sync, n) +
+                      f"i = 0\nt = time.time()\nwhile not os.path.exists({str(stop)!r}) and time.time() - t < 60:\n"
+                      f"    {write}\n    i += 1") for n in range(2)]
+    _go(sync, writers)
+    bad = mixed = reads = 0
+    t = time.time()
+    while time.time() - t < 4 and all(w.poll() is None for w in writers):
+        try:
+            if what == "record":
+                json.loads(path.read_text())
+            else:
+                state = train.load_checkpoint(path)
+                mixed += not bool((state["w"] == state["i"]).all())
+            reads += 1
+        except FileNotFoundError:
+            pass
+        except Exception:
+            bad += 1
+            reads += 1
+    stop.touch()
+    failed = _first_failure(_communicate(writers, timeout=120), "writers")
     if failed:
         return failed
-    bad, mixed, n = map(int, read.stdout.split())
-    return read, ("silent" if bad or mixed else "works")
+    done = subprocess.CompletedProcess("writers", 0, "", f"{bad} damaged and {mixed} mixed of {reads} reads")
+    return done, ("silent" if bad or mixed else "works")
 
 
 def _flipped_load(env):
@@ -626,11 +654,11 @@ def print_side_by_side(result: dict) -> None:
     for name, o in new.items():
         print(f"{o['kind']:9}  {name[:44]:44}  {old.get(name, {}).get('outcome', '-'):9}  {o['outcome']}")
     before_c, after_c = counts(list(old.values())), counts(list(new.values()))
-    print(f"\n{'kind':9}  {'n':>3}  {'before':44}  after")
+    print(f"\n{'kind':9}  {'n':>3}  {'before':52}  after")
     for kind in KINDS:
         if kind in before_c or kind in after_c:
             n = sum(after_c.get(kind, {}).values())
-            print(f"{kind:9}  {n:3}  {_counts_line(before_c.get(kind, {})):44}  {_counts_line(after_c.get(kind, {}))}")
+            print(f"{kind:9}  {n:3}  {_counts_line(before_c.get(kind, {})):52}  {_counts_line(after_c.get(kind, {}))}")
 
 
 def main(argv=None) -> int:

@@ -58,6 +58,28 @@ def test_a_results_path_that_is_a_file_is_refused_before_training(tmp_path):
                           "results folder must be a folder")
 
 
+def test_a_read_only_results_folder_is_refused_before_training(tmp_path):
+    """chmod for a user; root writes through permissions, so for root a read-only tmpfs (or a skip)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                                 capture_output=True).returncode == 0
+        if not mounted:
+            pytest.skip("root, and no read-only folder can be mounted here")
+    else:
+        folder.chmod(0o555)
+    try:
+        done = cli("train", "simclr", *TINY, "--results", str(folder))
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+        folder.chmod(0o755)
+    assert_one_line_error(done, "results folder must be writable")
+    assert "%|" not in done.stderr                # refused before training: no progress bar was drawn
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_a_gpu(tmp_path):
     assert_one_line_error(cli("train", "simclr", *TINY, "--device", "cuda", "--results", str(tmp_path)),
