@@ -1,23 +1,34 @@
 """How contrastlab answers a user's mistakes: bad command lines, bad API calls, damaged files.
 
-Each case runs in a fresh Python process against the contrastlab of ``--root`` (this checkout by
-default; point it at a copy of older code to compare) and is sorted into one outcome:
+Each case runs against the contrastlab of ``--root`` (this checkout by default) and is sorted into
+one outcome:
 
-    clear      the command printed one line ``error: ...`` (or ``interrupted: ...``), no traceback;
-               for an API call: an exception raised by contrastlab's own checks
+    clear      the command printed one line ``error: ...`` (or ``interrupted: ...``), no traceback,
+               naming the argument or file at fault; for an API call: an exception raised by
+               contrastlab's own checks, naming it
+    vague      such a line or exception, but it does not name the argument or file at fault
     traceback  (command line only) a Python traceback whose last frame is contrastlab's own code
     raw        a traceback from torch or the standard library (a frame outside contrastlab last)
     silent     the bad input was accepted (exit status 0 / a value returned), or damage went unseen
     works      a case that should succeed did; ``broken`` one that should succeed did not
+    hang       the case ran past its time limit; ``skipped`` it cannot be set up here
+
+The cases come in four kinds: ``cli`` (command lines and config values), ``api`` (calls of the
+library), ``files`` (damaged, mismatched or unwritable files) and ``processes`` (Ctrl-C, kill -9,
+concurrent runs and writers).
 
     python benchmarks/error_surface.py                   # this checkout
     python benchmarks/error_surface.py --root /tmp/old   # a copy of the code before a change
     python benchmarks/error_surface.py --only cli -v     # only the command lines, with each stderr tail
+    python benchmarks/error_surface.py --before 2e5071b --json results/benchmarks/error-surface.json
+                                                         # that commit (a temporary git worktree) and
+                                                         # this checkout, counted side by side
 
 Every case is small (the digits dataset, a few hundred images, one epoch). The command lines and API
 calls run in one worker process per ``--root`` (``cli.main(argv)`` with stderr captured, which is what
 ``python -m contrastlab`` runs); the cases about processes (Ctrl-C, kill -9, concurrent runs and
-writers) start real ones.
+writers) start real ones. With ``--before`` each side runs in a process of its own, one after the
+other.
 """
 from __future__ import annotations
 
@@ -27,6 +38,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,12 +128,14 @@ class Env:
         return dest
 
 
-def _flip_tensor_byte(path: Path) -> None:
-    """Flip one exponent bit of the first float stored in the checkpoint's first tensor record."""
+def _flip_tensor_byte(path: Path, last: bool = False) -> None:
+    """Flip one exponent bit of the first float stored in the checkpoint's first tensor record (its
+    last one with ``last``: the optimizer's state, written after the model's)."""
     import zipfile
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as z:
-        info = min((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.header_offset)
+        tensors = [i for i in z.infolist() if "/data/" in i.filename and i.file_size >= 4]
+        info = (max if last else min)(tensors, key=lambda i: i.header_offset)
     # local header: 30 bytes, then the name and the extra field (lengths at offsets 26 and 28)
     start = info.header_offset
     name_len = int.from_bytes(data[start + 26:start + 28], "little")
@@ -132,8 +146,11 @@ def _flip_tensor_byte(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- the cases
-# (name, "cli" | "api", expect "error" | "ok", how) where how(env) returns a CompletedProcess, or a
-# (CompletedProcess, override) pair where override is an outcome decided by the case itself.
+# Each case: (name, kind, via, expect, names, how). kind: cli | api | files | processes (how the counts
+# are grouped); via: "cli" (a command line, judged by its stderr) or "api" (Python, judged by the
+# exception); expect: "error" or "ok"; names: a pattern the error must contain to be clear (the
+# argument or file at fault); how(env) returns a CompletedProcess, or a (CompletedProcess, override)
+# pair where override is an outcome decided by the case itself.
 
 
 def _train(*extra, results=None):
@@ -190,16 +207,47 @@ def _corrupt_record(text: str):
     return case
 
 
-def _other_width_checkpoint(env):
-    """The base run's checkpoint (width 4) in the folder of the same run at width 8."""
-    import shutil
-    results = env.work / "width"
-    from contrastlab import experiments
-    c = experiments.ExperimentConfig("simclr", "digits", "smoke", overrides={**eval(TINY_API), "encoder.cnn_width": 8})
-    folder = experiments.run_dir(experiments.resolve(c), results)
-    folder.mkdir(parents=True)
-    shutil.copy(env.checkpoint, folder / "checkpoint.pt")
-    return env.cli(["train", "simclr", *TINY, "--cnn-width", "8", "--results", str(results)])
+def _other_checkpoint(method: str, width: int):
+    """The base run's checkpoint (simclr, width 4) in the run folder of ``method`` at ``width``."""
+    def case(env):
+        from contrastlab import experiments
+        results = env.work / f"other-{method}-{width}"
+        c = experiments.ExperimentConfig(method, "digits", "smoke",
+                                         overrides={**eval(TINY_API), "encoder.cnn_width": width})
+        folder = experiments.run_dir(experiments.resolve(c), results)
+        folder.mkdir(parents=True)
+        shutil.copy(env.checkpoint, folder / "checkpoint.pt")
+        return env.cli(["train", method, *TINY, "--cnn-width", str(width), "--results", str(results)])
+    return case
+
+
+def _resume_flipped(env):
+    """A run whose record is gone resumes from its checkpoint, one bit of the optimizer's state flipped."""
+    results = env.copy_run("flipped-resume")
+    next(results.glob("simclr-*.json")).unlink()
+    _flip_tensor_byte(next(results.glob("runs/*/checkpoint.pt")), last=True)
+    return env.cli(["train", "simclr", *TINY, "--results", str(results)])
+
+
+def _results_read_only(env):
+    """A results folder this user cannot write: chmod for a user, a read-only tmpfs mount for root
+    (whom permissions do not stop); skipped where neither can be made."""
+    folder = env.work / "read-only"
+    folder.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                                 capture_output=True).returncode == 0
+        if not mounted:
+            return subprocess.CompletedProcess("read-only", 0, "", "cannot mount"), "skipped"
+    else:
+        folder.chmod(0o555)
+    try:
+        return env.cli(["train", "simclr", *TINY, "--results", str(folder)])
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], capture_output=True)
+        folder.chmod(0o755)
 
 
 def _garbage_gz(env):
@@ -217,12 +265,12 @@ def _ctrl_c(env):
     proc = subprocess.Popen([sys.executable, "-m", "contrastlab", "train", "simclr", *TINY, "--epochs", "200",
                              "--results", str(env.work / "ctrl-c")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env.env, cwd=env.work)
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while time.time() < deadline and not list((env.work / "ctrl-c").glob("runs/*/log.jsonl")):
         time.sleep(0.2)                     # the first epoch is written: training is under way
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    (rc, out, err), = _communicate([proc], timeout=120)
+    return subprocess.CompletedProcess(proc.args, rc, out, err)
 
 
 def _diverge_cli(env):
@@ -249,8 +297,24 @@ experiments.run(cfg(**{{'train.epochs': 2}}), cache_dir={str(results)!r}, progre
                                             f"cache_dir={str(results)!r}, progress=False)"])
     if first.returncode != 9 or again.returncode:
         return again, "broken"
-    rows = [json.loads(line)["epoch"] for line in next(results.glob("runs/*/log.jsonl")).read_text().split()]
+    rows = [json.loads(line)["epoch"] for line in next(results.glob("runs/*/log.jsonl")).read_text().splitlines()]
     return again, ("works" if rows == [1, 2] else "broken")
+
+
+def _communicate(procs, timeout):
+    """(returncode, stdout, stderr) of each process; all of them killed if one outlives ``timeout``."""
+    deadline = time.time() + timeout
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=max(1.0, deadline - time.time()))
+            outs.append((p.returncode, out, err))
+        return outs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
 
 
 def _api(code: str):
@@ -290,42 +354,87 @@ train.save_checkpoint({{'format': train.CHECKPOINT_FORMAT, 'w': torch.randn(1000
     return done
 
 
-def _concurrent_runs(env):
-    """Three processes run the same config in one results folder: all succeed with one record."""
-    results = env.work / "concurrent"
-    code = API_PRELUDE + (f"r = experiments.run(cfg(**{{'train.epochs': 3}}), cache_dir={str(results)!r}, "
-                          f"progress=False); print('KNN', r['metrics']['knn_acc'])")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env.env, cwd=env.work) for _ in range(3)]
-    outs = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+def _spawn(env, code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env.env, cwd=env.work)
+
+
+def _first_failure(outs, what):
     failed = [o for o in outs if o[0]]
+    return subprocess.CompletedProcess(what, failed[0][0], failed[0][1], failed[0][2]) if failed else None
+
+
+def _barrier(folder: Path, i: int) -> str:
+    """Code for process ``i`` to say it is ready (imports done) and wait for the others (`_go`)."""
+    return (f"\nimport os, time\nopen({str(folder / f'ready-{i}')!r}, 'w').close()\n"
+            f"while not os.path.exists({str(folder / 'go')!r}): time.sleep(0.02)\n")
+
+
+def _go(folder: Path, procs, timeout=300) -> None:
+    """Start the processes of `_barrier` together, once each one is ready (or has died)."""
+    deadline = time.time() + timeout
+    while (len(list(folder.glob("ready-*"))) < len(procs) and time.time() < deadline
+           and all(p.poll() is None for p in procs)):
+        time.sleep(0.05)
+    (folder / "go").touch()
+
+
+def _concurrent_runs(env):
+    """Three processes start the same config in one results folder at the same moment: all succeed
+    with one record."""
+    results, sync = env.work / "concurrent", env.work / "concurrent-sync"
+    sync.mkdir()
+    procs = [_spawn(env, API_PRELUDE + _barrier(sync, i) + (
+        f"r = experiments.run(cfg(**{{'train.epochs': 3}}), cache_dir={str(results)!r}, progress=False)\n"
+        "print('KNN', r['metrics']['knn_acc'])")) for i in range(3)]
+    _go(sync, procs)
+    outs = _communicate(procs, timeout=400)
+    failed = _first_failure(outs, "concurrent")
     if failed:
-        rc, out, err = failed[0]
-        return subprocess.CompletedProcess("concurrent", rc, out, err)
+        return failed
     knns = {line for _, out, _ in outs for line in out.splitlines() if line.startswith("KNN")}
     return subprocess.CompletedProcess("concurrent", 0, "", ""), ("works" if len(knns) == 1 else "silent")
 
 
-def _concurrent_json(env):
-    """Two writers rewrite one record while a reader parses it: the reader never sees half a file."""
-    path = env.work / "shared.json"
-    writer = ("from contrastlab import experiments\n"
-              f"for i in range(300): experiments.write_json({str(path)!r}, {{'i': i, 'pad': 'x' * 20000}})")
-    reader = (f"import json, time\nbad = 0\nn = 0\nt = time.time()\n"
-              f"while time.time() - t < 4:\n"
-              f"    try: json.loads(open({str(path)!r}).read()); n += 1\n"
-              f"    except FileNotFoundError: pass\n"
-              f"    except ValueError: bad += 1; n += 1\n"
-              f"print(bad, n)")
-    procs = [subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env.env) for _ in range(2)]
-    read = env.python(["-c", reader])
-    outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
-    bad, n = map(int, read.stdout.split())
-    failed = [o for o in outs if o[0]]
+def _concurrent_writers(env, what: str):
+    """Two writers rewrite one record (or checkpoint) while this process reads it through the library
+    for 4 seconds: the reader never sees half a file, nor a mix of the two writers' bytes."""
+    from contrastlab import train
+    sync = env.work / f"writers-{what}"
+    sync.mkdir()
+    stop = sync / "stop"
+    if what == "record":
+        path = sync / "shared.json"
+        write = f"experiments.write_json({str(path)!r}, {{'i': i, 'pad': 'x' * 20000}})"
+    else:
+        path = sync / "checkpoint.pt"
+        write = (f"train.save_checkpoint({{'format': train.CHECKPOINT_FORMAT, 'i': i, "
+                 f"'w': torch.full((20000,), float(i))}}, {str(path)!r})")
+    writers = [_spawn(env, "import torch\nfrom contrastlab import experiments, train" + _barrier(sync, n) +
+                      f"i = 0\nt = time.time()\nwhile not os.path.exists({str(stop)!r}) and time.time() - t < 60:\n"
+                      f"    {write}\n    i += 1") for n in range(2)]
+    _go(sync, writers)
+    bad = mixed = reads = 0
+    t = time.time()
+    while time.time() - t < 4 and all(w.poll() is None for w in writers):
+        try:
+            if what == "record":
+                json.loads(path.read_text())
+            else:
+                state = train.load_checkpoint(path)
+                mixed += not bool((state["w"] == state["i"]).all())
+            reads += 1
+        except FileNotFoundError:
+            pass
+        except Exception:
+            bad += 1
+            reads += 1
+    stop.touch()
+    failed = _first_failure(_communicate(writers, timeout=120), "writers")
     if failed:
-        return subprocess.CompletedProcess("writers", failed[0][0], failed[0][1], failed[0][2])
-    return read, ("silent" if bad else "works")
+        return failed
+    done = subprocess.CompletedProcess("writers", 0, "", f"{bad} damaged and {mixed} mixed of {reads} reads")
+    return done, ("silent" if bad or mixed else "works")
 
 
 def _flipped_load(env):
@@ -342,63 +451,85 @@ def _corrupt_record_api(env):
                    f"\nassert 'metrics' in r, 'the record returned is empty'")
 
 
+def _error(name, kind, via, names, how):
+    return name, kind, via, "error", names, how
+
+
+def _ok(name, kind, via, how):
+    return name, kind, via, "ok", None, how
+
+
+_PATH = r"checkpoint\.pt"     # an error about a checkpoint names its file
 CASES = [
-    # command line: refused before anything runs
-    ("unknown method", "cli", "error", lambda env: env.cli(["train", "simclrr"])),
-    ("unknown dataset", "cli", "error", lambda env: env.cli(["train", "simclr", "--dataset", "mnist"])),
-    ("--epochs abc", "cli", "error", _train("--epochs", "abc")),
-    ("--epochs -1", "cli", "error", _train("--epochs", "-1")),
-    ("--batch-size 0", "cli", "error", _train("--batch-size", "0")),
-    ("--warmup-epochs -3", "cli", "error", _train("--warmup-epochs", "-3")),
-    ("--test-size 0", "cli", "error", _train("--test-size", "0")),
-    ("--train-size above the dataset", "cli", "error", _train("--train-size", "99999")),
-    ("--knn-k 0", "cli", "error", _train("--knn-k", "0")),
-    ("--linear-epochs 0", "cli", "error", _train("--linear-epochs", "0")),
-    ("--temperature 0", "cli", "error", _train("--temperature", "0")),
-    ("--optimizer rmsprop", "cli", "error", _train("--optimizer", "rmsprop")),
-    ("--results is a file", "cli", "error", _results_is_a_file),
-    ("--device cuda without a GPU", "cli", "error", _train("--device", "cuda")),
-    ("compare --set train.epochs=abc", "cli", "error", _compare("--set", "train.epochs=abc")),
-    ("compare --set train.batch_size=64.0", "cli", "error", _compare("--set", "train.batch_size=64.0")),
-    ("compare --set train.nosuch=1", "cli", "error", _compare("--set", "train.nosuch=1")),
-    ("compare --set without =", "cli", "error", _compare("--set", "train.epochs")),
-    ("eval a missing file", "cli", "error", lambda env: env.cli(["eval", str(env.work / "nope.pt")])),
-    ("eval a garbage file", "cli", "error", _eval_garbage),
-    ("eval a checkpoint with a flipped bit", "cli", "error", _eval_flipped),
-    ("resume a checkpoint of another width", "cli", "error", _other_width_checkpoint),
-    ("garbage .gz dataset file", "cli", "error", _garbage_gz),
-    ("diverging training (--lr 1e30)", "cli", "error", _diverge_cli),
-    ("Ctrl-C during training", "cli", "error", _ctrl_c),
-    # command line: should work
-    ("--label-fractions 0.1", "cli", "ok", _train("--label-fractions", "0.1")),
-    ("eval DIRECTORY", "cli", "ok", _eval_directory),
-    ("record '{}' is recomputed", "cli", "ok", _corrupt_record("{}")),
-    ("truncated record is recomputed", "cli", "ok", _corrupt_record('{"config": {"budget"')),
-    ("empty record is recomputed", "cli", "ok", _corrupt_record("")),
-    # API
-    ("nt_xent on (N, 0)", "api", "error", _api("losses.nt_xent(torch.randn(8, 0), torch.randn(8, 0))")),
-    ("knn_accuracy on NaN features", "api", "error", _api(
+    # command line and config values: refused before anything runs
+    _error("unknown method", "cli", "cli", "simclrr", lambda env: env.cli(["train", "simclrr"])),
+    _error("unknown dataset", "cli", "cli", "mnist", lambda env: env.cli(["train", "simclr", "--dataset", "mnist"])),
+    _error("--epochs abc", "cli", "cli", "epochs", _train("--epochs", "abc")),
+    _error("--epochs -1", "cli", "cli", "epochs", _train("--epochs", "-1")),
+    _error("--batch-size 0", "cli", "cli", "batch", _train("--batch-size", "0")),
+    _error("--warmup-epochs -3", "cli", "cli", "warmup", _train("--warmup-epochs", "-3")),
+    _error("--test-size 0", "cli", "cli", "test.size", _train("--test-size", "0")),
+    _error("--train-size above the dataset", "cli", "cli", "train.size", _train("--train-size", "99999")),
+    _error("--knn-k 0", "cli", "cli", "knn", _train("--knn-k", "0")),
+    _error("--linear-epochs 0", "cli", "cli", "linear", _train("--linear-epochs", "0")),
+    _error("--temperature 0", "cli", "cli", "temperature", _train("--temperature", "0")),
+    _error("--optimizer rmsprop", "cli", "cli", "optimizer", _train("--optimizer", "rmsprop")),
+    _error("--results is a file", "cli", "cli", "results", _results_is_a_file),
+    _error("--results is read-only", "cli", "cli", "results", _results_read_only),
+    _error("--device cuda without a GPU", "cli", "cli", "device", _train("--device", "cuda")),
+    _error("compare --set train.epochs=abc", "cli", "cli", "train.epochs", _compare("--set", "train.epochs=abc")),
+    _error("compare --set train.batch_size=64.0", "cli", "cli", "train.batch_size",
+           _compare("--set", "train.batch_size=64.0")),
+    _error("compare --set train.nosuch=1", "cli", "cli", "train.nosuch", _compare("--set", "train.nosuch=1")),
+    _error("compare --set without =", "cli", "cli", r"'train\.epochs'", _compare("--set", "train.epochs")),
+    _error("diverging training (--lr 1e30)", "cli", "cli", r"step \d+", _diverge_cli),
+    _ok("--label-fractions 0.1", "cli", "cli", _train("--label-fractions", "0.1")),
+    _ok("eval DIRECTORY", "cli", "cli", _eval_directory),
+    # library calls
+    _error("nt_xent on (N, 0)", "api", "api", r"\(8, 0\)", _api("losses.nt_xent(torch.randn(8, 0), torch.randn(8, 0))")),
+    _error("knn_accuracy on NaN features", "api", "api", "features", _api(
         "f = torch.full((50, 4), float('nan')); y = torch.arange(50) % 5\n"
         "print(metrics.knn_accuracy(f, y, f, y, k=5))")),
-    ("linear_probe on NaN features", "api", "error", _api(
+    _error("linear_probe on NaN features", "api", "api", "features", _api(
         "f = torch.randn(50, 4); f[3, 1] = float('inf'); y = torch.arange(50) % 5\n"
         "print(metrics.linear_probe(f, y, f, y, epochs=5))")),
-    ("override train.epochs='1'", "api", "error", _api("experiments.run(cfg(**{'train.epochs': '1'}), "
-                                                      "cache_dir='api-str', progress=False)")),
-    ("override train.batch_size=64.0", "api", "error", _api("experiments.resolve(cfg(**{'train.batch_size': 64.0}))")),
-    ("override dataset.test_size=0", "api", "error", _api("experiments.resolve(cfg(**{'dataset.test_size': 0}))")),
-    ("override train.warmup_epochs=-3", "api", "error", _api("experiments.resolve(cfg(**{'train.warmup_epochs': -3}))")),
-    ("override eval.knn_k=0", "api", "error", _api("experiments.resolve(cfg(**{'eval.knn_k': 0}))")),
-    ("override augment.crop_scale=0.5", "api", "error", _api("experiments.resolve(cfg(**{'augment.crop_scale': 0.5}))")),
-    ("full disk during a checkpoint write", "api", "error", _enospc),
-    ("load a checkpoint with a flipped bit", "api", "error", _flipped_load),
-    ("diverging fit (lr 1e30)", "api", "error", _api(
+    _error("override train.epochs='1'", "api", "api", "train.epochs", _api(
+        "experiments.run(cfg(**{'train.epochs': '1'}), cache_dir='api-str', progress=False)")),
+    _error("override train.batch_size=64.0", "api", "api", "train.batch_size",
+           _api("experiments.resolve(cfg(**{'train.batch_size': 64.0}))")),
+    _error("override dataset.test_size=0", "api", "api", "test_size",
+           _api("experiments.resolve(cfg(**{'dataset.test_size': 0}))")),
+    _error("override train.warmup_epochs=-3", "api", "api", "warmup_epochs",
+           _api("experiments.resolve(cfg(**{'train.warmup_epochs': -3}))")),
+    _error("override eval.knn_k=0", "api", "api", "knn_k", _api("experiments.resolve(cfg(**{'eval.knn_k': 0}))")),
+    _error("override augment.crop_scale=0.5", "api", "api", "crop_scale",
+           _api("experiments.resolve(cfg(**{'augment.crop_scale': 0.5}))")),
+    _error("diverging fit (lr 1e30)", "api", "api", r"step \d+", _api(
         "experiments.run(cfg(**{'train.lr': 1e30, 'train.epochs': 3}), cache_dir='api-div', progress=False)")),
-    ("run with a record '{}'", "api", "ok", _corrupt_record_api),
-    ("log.jsonl after kill -9 and resume", "api", "ok", _kill_after_log_row),
-    ("3 concurrent runs of one config", "api", "ok", _concurrent_runs),
-    ("2 concurrent record writers + a reader", "api", "ok", _concurrent_json),
+    # damaged, mismatched or unwritable files
+    _error("eval a missing file", "files", "cli", r"nope\.pt", lambda env: env.cli(["eval", str(env.work / "nope.pt")])),
+    _error("eval a garbage file", "files", "cli", r"garbage\.pt", _eval_garbage),
+    _error("eval a checkpoint with a flipped bit", "files", "cli", _PATH, _eval_flipped),
+    _error("resume a checkpoint with a flipped bit", "files", "cli", _PATH, _resume_flipped),
+    _error("resume a checkpoint of another width", "files", "cli", _PATH, _other_checkpoint("simclr", 8)),
+    _error("resume a checkpoint of another method", "files", "cli", _PATH, _other_checkpoint("byol", 4)),
+    _error("garbage .gz dataset file", "files", "cli", r"\.gz", _garbage_gz),
+    _error("load a checkpoint with a flipped bit", "files", "api", _PATH, _flipped_load),
+    _error("full disk during a checkpoint write", "files", "api", _PATH, _enospc),
+    _ok("record '{}' is recomputed", "files", "cli", _corrupt_record("{}")),
+    _ok("truncated record is recomputed", "files", "cli", _corrupt_record('{"config": {"budget"')),
+    _ok("empty record is recomputed", "files", "cli", _corrupt_record("")),
+    _ok("run with a record '{}'", "files", "api", _corrupt_record_api),
+    # processes: interrupted, killed, or several at once
+    _error("Ctrl-C during training", "processes", "cli", "interrupted", _ctrl_c),
+    _ok("log.jsonl after kill -9 and resume", "processes", "api", _kill_after_log_row),
+    _ok("3 concurrent runs of one config", "processes", "api", _concurrent_runs),
+    _ok("2 concurrent record writers + a reader", "processes", "api", lambda env: _concurrent_writers(env, "record")),
+    _ok("2 concurrent checkpoint writers + a reader", "processes", "api",
+        lambda env: _concurrent_writers(env, "checkpoint")),
 ]
+KINDS = ("cli", "api", "files", "processes")
+OUTCOMES = ("clear", "vague", "traceback", "raw", "silent", "hang", "works", "broken", "skipped", "harness")
 
 
 def _last_frame_is_ours(stderr: str) -> bool:
@@ -406,58 +537,159 @@ def _last_frame_is_ours(stderr: str) -> bool:
     return bool(frames) and "contrastlab" in Path(frames[-1]).parts
 
 
-def classify(kind: str, expect: str, done: subprocess.CompletedProcess) -> str:
+def _last_line(text: str) -> str:
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def classify(via: str, expect: str, names: str | None, done: subprocess.CompletedProcess) -> str:
     err = done.stderr or ""
     tb = "Traceback (most recent call last)" in err
     if expect == "ok":
         return "works" if done.returncode == 0 else "broken"
     if done.returncode == 0:
         return "silent"
-    if kind == "api":
-        return "clear" if tb and _last_frame_is_ours(err) else "raw"
+    named = names is None or re.search(names, _last_line(err), re.IGNORECASE) is not None
+    if via == "api":
+        return ("clear" if named else "vague") if tb and _last_frame_is_ours(err) else "raw"
     if not tb:
-        lines = [line for line in err.splitlines() if line.strip()]
-        return "clear" if lines and re.match(r"(.*: )?(error|interrupted)\b", lines[-1]) else "raw"
+        if re.match(r"(.*: )?(error|interrupted)\b", _last_line(err)):
+            return "clear" if named else "vague"
+        return "raw"
     return "traceback" if _last_frame_is_ours(err) else "raw"
+
+
+def run_cases(root: Path, only=None, k=None, verbose=False) -> list[dict]:
+    """Every case (of kind ``only``, whose name holds ``k``) against the contrastlab of ``root``, in
+    this process: call it in a process of its own for each root."""
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="error-surface-") as work:
+        env = Env(root.resolve(), Path(work))
+        sys.path.insert(0, str(env.root))         # the cases run in-process import this contrastlab
+        os.environ.update({k: env.env[k] for k in ("CONTRASTLAB_BUDGET", "CUDA_VISIBLE_DEVICES", "CONTRASTLAB_DEBUG")})
+        here = os.getcwd()
+        os.chdir(work)
+        try:
+            env.prepare()
+            for name, kind, via, expect, names, how in CASES:
+                if (only and kind != only) or (k and k not in name):
+                    continue
+                tic = time.perf_counter()
+                try:
+                    got = how(env)
+                except subprocess.TimeoutExpired as e:      # a hang, not a crash of this script
+                    got = subprocess.CompletedProcess(e.cmd, -9, "", "timed out"), "hang"
+                except Exception:                           # the case itself failed: say so, go on
+                    got = subprocess.CompletedProcess(name, 1, "", traceback.format_exc()), "harness"
+                done, override = got if isinstance(got, tuple) else (got, None)
+                outcome = override or classify(via, expect, names, done)
+                message = _last_line(done.stderr)[:300]
+                outcomes.append({"case": name, "kind": kind, "expect": expect, "outcome": outcome,
+                                 "message": message})
+                print(f"{kind:9}  {outcome:9}  {time.perf_counter() - tic:5.1f}s  {name}"
+                      + (f"\n           {message[:200]}" if verbose and message else ""), flush=True)
+        finally:
+            os.chdir(here)
+    return outcomes
+
+
+def counts(outcomes: list[dict]) -> dict:
+    """{kind: {outcome: n}} over the kinds and outcomes that occur."""
+    table = {}
+    for kind in KINDS:
+        c = Counter(o["outcome"] for o in outcomes if o["kind"] == kind)
+        if c:
+            table[kind] = {name: c[name] for name in OUTCOMES if c[name]}
+    return table
+
+
+def _counts_line(c: dict) -> str:
+    return ", ".join(f"{k} {n}" for k, n in c.items()) or "-"
+
+
+def _git(*args, cwd) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _side(root: Path, args, label: str) -> list[dict]:
+    """This script's cases against ``root`` in a child process (a fresh interpreter imports that
+    contrastlab and no other); its outcomes."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, str(Path(__file__).resolve()), "--root", str(root), "--json", out.name,
+                   *(["--only", args.only] if args.only else []), *(["-k", args.k] if args.k else []),
+                   *(["-v"] if args.v else [])]
+        print(f"--- {label}: {root}", flush=True)
+        subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(root)})
+        return json.loads(Path(out.name).read_text())["outcomes"]
+
+
+def compare_before(args) -> dict:
+    """The cases against commit ``args.before`` (a temporary git worktree) and against ``args.root``."""
+    after_root = Path(args.root).resolve()
+    repo = Path(_git("rev-parse", "--show-toplevel", cwd=after_root))
+    before = _git("rev-parse", "--verify", f"{args.before}^{{commit}}", cwd=repo)
+    with tempfile.TemporaryDirectory(prefix="error-surface-before-") as tmp:
+        tree = Path(tmp) / "before"
+        _git("worktree", "add", "--detach", str(tree), before, cwd=repo)
+        try:
+            old = _side(tree, args, f"before ({before[:7]})")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
+    new = _side(after_root, args, "after")
+    return {"before": {"commit": before, "outcomes": old}, "after": {**_describe(after_root), "outcomes": new}}
+
+
+def _describe(root: Path) -> dict:
+    try:
+        return {"commit": _git("rev-parse", "HEAD", cwd=root),
+                "modified": bool(_git("status", "--porcelain", "--untracked-files=no", cwd=root))}
+    except (subprocess.CalledProcessError, OSError):
+        return {"commit": None}
+
+
+def print_side_by_side(result: dict) -> None:
+    old = {o["case"]: o for o in result["before"]["outcomes"]}
+    new = {o["case"]: o for o in result["after"]["outcomes"]}
+    print(f"\n{'kind':9}  {'case':44}  {'before':9}  after")
+    for name, o in new.items():
+        print(f"{o['kind']:9}  {name[:44]:44}  {old.get(name, {}).get('outcome', '-'):9}  {o['outcome']}")
+    before_c, after_c = counts(list(old.values())), counts(list(new.values()))
+    print(f"\n{'kind':9}  {'n':>3}  {'before':52}  after")
+    for kind in KINDS:
+        if kind in before_c or kind in after_c:
+            n = sum(after_c.get(kind, {}).values())
+            print(f"{kind:9}  {n:3}  {_counts_line(before_c.get(kind, {})):52}  {_counts_line(after_c.get(kind, {}))}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1]),
                         help="folder holding the contrastlab package to try (default: this checkout)")
-    parser.add_argument("--only", choices=("cli", "api"), help="only these cases")
+    parser.add_argument("--before", metavar="COMMIT", default=None,
+                        help="also run the cases against this commit of the repository (checked out in a "
+                             "temporary git worktree) and print both sides' outcomes and counts")
+    parser.add_argument("--only", choices=KINDS, help="only the cases of this kind")
     parser.add_argument("-k", default=None, help="only the cases whose name contains this")
     parser.add_argument("-v", action="store_true", help="print each case's last stderr line")
     parser.add_argument("--json", default=None, help="also write the outcomes to this JSON file")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="error-surface-") as work:
-        env = Env(Path(args.root).resolve(), Path(work))
-        sys.path.insert(0, str(env.root))         # the cases run in-process import this contrastlab
-        os.environ.update({k: env.env[k] for k in ("CONTRASTLAB_BUDGET", "CUDA_VISIBLE_DEVICES", "CONTRASTLAB_DEBUG")})
-        os.chdir(work)
-        env.prepare()
-        outcomes = []
-        for name, kind, expect, how in CASES:
-            if (args.only and kind != args.only) or (args.k and args.k not in name):
-                continue
-            tic = time.perf_counter()
-            try:
-                got = how(env)
-            except subprocess.TimeoutExpired as e:      # counted as a hang, not a crash of this script
-                got = subprocess.CompletedProcess(e.cmd, -9, "", "timed out"), "hang"
-            done, override = got if isinstance(got, tuple) else (got, None)
-            outcome = override or classify(kind, expect, done)
-            outcomes.append({"case": name, "kind": kind, "expect": expect, "outcome": outcome})
-            tail = [line for line in (done.stderr or "").splitlines() if line.strip()][-1:]
-            print(f"{kind:3}  {outcome:9}  {time.perf_counter() - tic:5.1f}s  {name}"
-                  + (f"\n      {tail[0][:200]}" if args.v and tail else ""), flush=True)
-    for kind in ("cli", "api"):
-        counts = Counter(o["outcome"] for o in outcomes if o["kind"] == kind)
-        if counts:
-            print(f"{kind}: " + ", ".join(f"{k} {counts[k]}" for k in
-                                         ("clear", "traceback", "raw", "silent", "hang", "works", "broken") if counts[k]))
+    command = "python benchmarks/error_surface.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a != "-v")
+    if args.before:
+        result = compare_before(args)
+        print_side_by_side(result)
+        result = {"command": command.strip(), "outcomes_meaning": next(p for p in __doc__.split("\n\n") if "clear  " in p),
+                  **result, "counts": {"before": counts(result["before"]["outcomes"]),
+                                       "after": counts(result["after"]["outcomes"])}}
+    else:
+        outcomes = run_cases(Path(args.root), args.only, args.k, args.v)
+        for kind, c in counts(outcomes).items():
+            print(f"{kind}: {_counts_line(c)}")
+        result = {"command": command.strip(), **_describe(Path(args.root)), "outcomes": outcomes,
+                  "counts": counts(outcomes)}
     if args.json:
-        Path(args.json).write_text(json.dumps(outcomes, indent=1) + "\n")
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

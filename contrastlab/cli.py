@@ -140,7 +140,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 
     sc = sub.add_parser("scorecard", help="every claim the book tests, decided from the stored records",
                         description="The measuring instrument's calibration and every claim's per-seed values, "
-                                    "difference, standard error and verdict (95%% Welch or paired interval), "
+                                    "difference, standard error and verdict (95% Welch or paired interval), "
                                     "read from the records without training; --compute trains the missing cells.")
     sc.add_argument("--json", action="store_true", help="print the scorecard as JSON")
     sc.add_argument("--compute", action="store_true", help="train the cells whose records are missing first")
@@ -188,7 +188,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import report
     runs = args.runs or list(report.DEFAULT_RUNS)
-    common = report.parse_overrides(",".join(args.common), where="--set")
+    common = {}                # each --set on its own, so a malformed one is named as it was given
+    for item in args.common:
+        common.update(report.parse_overrides(item, where="--set"))
     results = report.compare(runs, dataset=args.dataset, budget=args.budget, seed=args.seed,
                              cache_dir=args.results, force=args.force, common=common)
     budget = results[0][1]["config"]["budget"] if results else args.budget

@@ -58,6 +58,28 @@ def test_a_results_path_that_is_a_file_is_refused_before_training(tmp_path):
                           "results folder must be a folder")
 
 
+def test_a_read_only_results_folder_is_refused_before_training(tmp_path):
+    """chmod for a user; root writes through permissions, so for root a read-only tmpfs (or a skip)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                                 capture_output=True).returncode == 0
+        if not mounted:
+            pytest.skip("root, and no read-only folder can be mounted here")
+    else:
+        folder.chmod(0o555)
+    try:
+        done = cli("train", "simclr", *TINY, "--results", str(folder))
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+        folder.chmod(0o755)
+    assert_one_line_error(done, "results folder must be writable")
+    assert "%|" not in done.stderr                # refused before training: no progress bar was drawn
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_a_gpu(tmp_path):
     assert_one_line_error(cli("train", "simclr", *TINY, "--device", "cuda", "--results", str(tmp_path)),
@@ -69,6 +91,13 @@ def test_device_cuda_without_a_gpu(tmp_path):
 def test_compare_overrides_of_the_wrong_type(tmp_path, setting, match):
     assert_one_line_error(cli("compare", "simclr", "--dataset", "digits", "--set", setting,
                               "--results", str(tmp_path)), match)
+
+
+def test_a_compare_set_without_a_value_is_named_on_its_own(tmp_path):
+    """Each --set is read on its own: one without '=' is not glued to the value of the one before."""
+    done = cli("compare", "simclr", "--dataset", "digits", "--set", "eval.linear_epochs=5", "--set", "train.epochs",
+               "--results", str(tmp_path))
+    assert_one_line_error(done, "--set: expected overrides as key=value pairs separated by commas, got 'train.epochs'")
 
 
 def test_a_garbage_gz_dataset_file_is_named(tmp_path):
@@ -120,3 +149,15 @@ def test_ctrl_c_prints_where_it_stopped_without_a_traceback(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted: training interrupted at step" in err
     assert "run again to resume" in err
+
+
+def test_no_help_text_shows_a_doubled_percent_sign(capsys):
+    """argparse %-formats help strings but not descriptions: an escaped '%%' in a description shows."""
+    from contrastlab import cli
+    from contrastlab.methods import METHODS
+    lines = [[], ["train"], ["compare"], ["eval"], ["scorecard"], *(["train", m] for m in METHODS)]
+    for argv in lines:
+        with pytest.raises(SystemExit):
+            cli.build_parser(argv[1] if len(argv) > 1 else None).parse_args([*argv, "--help"])
+        out = capsys.readouterr().out
+        assert "usage:" in out and "%%" not in out, (argv, [line for line in out.splitlines() if "%%" in line])
