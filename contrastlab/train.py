@@ -141,7 +141,7 @@ def _note_non_finite(first: Tensor, loss: Tensor, step: int) -> Tensor:
     return torch.where((first == 0) & ~torch.isfinite(loss.detach()).all(), step, first)
 
 
-def _stop_if_diverged(first: Tensor, loss_sum: float, lr_of_step) -> None:
+def _stop_if_diverged(first: Tensor, loss_sum: float, lr_of_step, lr_given: float) -> None:
     """Stop `fit` if a loss was non-finite, before any checkpoint holds that step's weights; the
     run's checkpoint on disk stays the last one written while the loss was finite."""
     step = int(first)
@@ -149,7 +149,9 @@ def _stop_if_diverged(first: Tensor, loss_sum: float, lr_of_step) -> None:
         return
     raise FloatingPointError(
         f"training diverged at step {step}: the loss is {loss_sum} "
-        f"(learning rate {lr_of_step(step):.3g}). Likely cause: a learning rate too high (train.lr, --lr) or a "
+        f"(train.lr {lr_given:.3g}, which the batch-size scaling and the schedule made {lr_of_step(step):.3g} at "
+        f"that step). "
+        f"Likely cause: a learning rate too high (train.lr, --lr) or a "
         f"temperature too low (method.temperature, --temperature); lower it and train again. "
         f"The last checkpoint written before this step is kept")
 
@@ -482,7 +484,8 @@ def _train_epoch(run: _Run, augment, stop_at: int, interrupt: dict, bar) -> None
                 config.checkpoint_every and run.step % config.checkpoint_every == 0):
             partial["loss_sum"] = distributed.all_reduce_mean(loss_sum).item()   # over ranks
             _stop_if_diverged(first_bad, partial["loss_sum"],
-                              lambda s: warmup_cosine(s - 1, run.total_steps, run.warmup_steps, run.base_lr))
+                              lambda s: warmup_cosine(s - 1, run.total_steps, run.warmup_steps, run.base_lr),
+                              config.lr)
             partial["time"] += time.perf_counter() - tic
             tic = time.perf_counter()
             if ends_epoch:
