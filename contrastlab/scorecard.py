@@ -33,7 +33,8 @@ from pathlib import Path
 
 from . import experiments, stats
 
-__all__ = ["CLAIMS", "INSTRUMENT", "RANK_CLAIMS", "Arm", "Claim", "Instrument", "RankClaim", "arm_values", "at_ceiling",
+__all__ = ["CLAIMS", "INSTRUMENT", "RANK_CLAIMS", "Arm", "Claim", "Instrument", "RankClaim", "arm_seconds", "arm_values",
+           "at_ceiling",
            "calibration", "claims_of", "compute", "encoder_points", "encoders", "format_text", "missing_configs",
            "records_seconds", "scorecard"]
 
@@ -442,6 +443,17 @@ def _cell_seconds(arm: Arm, instrument: Instrument, cache_dir: Path) -> list[flo
         if record is not None:
             out.append(_thread_seconds(record))
     return out
+
+
+def arm_seconds(arm: Arm, instrument: Instrument | None = None, cache_dir: str | Path | None = None) -> list[float] | None:
+    """What the arm's own run cost at each seed, in seed order: its record's CPU time (one thread a
+    cell; its wall time where an older record lacks it); None unless every seed has its record or
+    when the arm is an analysis (no run)."""
+    instrument = instrument or INSTRUMENT
+    if arm.analysis is not None:
+        return None
+    seconds = _cell_seconds(arm, instrument, _cache(cache_dir))
+    return seconds if len(seconds) == len(instrument.seeds) else None
 
 
 def calibration(instrument: Instrument | None = None, cache_dir: str | Path | None = None) -> dict:

@@ -196,3 +196,14 @@ def test_published_ceiling_flags_follow_the_instrument(published):
         a, b = (statistics.mean(arm["values"]) for arm in claim["arms"])
         expected = claim["metric"].endswith("_acc") and min(a, b) >= 1 - mdd
         assert claim["at_ceiling"] == expected, claim["id"]
+
+
+def test_arm_seconds_are_each_seed_records_cpu_time(tiny_cache, tmp_path):
+    arm = TINY_CLAIMS[0].a
+    seconds = scorecard.arm_seconds(arm, TINY, tiny_cache)
+    records = [json.loads(experiments.record_path(experiments.resolve(arm.configs(TINY, s)[0]), tiny_cache).read_text())
+               for s in TINY.seeds]
+    assert seconds == [r["provenance"].get("cpu_time_s", r["provenance"]["wall_time_s"]) for r in records]
+    assert all(x > 0 for x in seconds)
+    assert scorecard.arm_seconds(arm, TINY, tmp_path) is None                # no records: no cost
+    assert scorecard.arm_seconds(Arm("x", analysis=lambda s, c: 1.0), TINY, tiny_cache) is None
