@@ -233,18 +233,30 @@ def measure(*, sizes: dict, threads: int, workers: int, n_small: int, lightly: b
         progress(f"fit epoch: {out['fit']['epoch_s']:.2f} s against {out['fit']['steps']} x "
                  f"{out['fit']['step_s'] * 1000:.1f} ms = {out['fit']['steps_s']:.2f} s")
     out["wall_s"] = time.perf_counter() - tic
+    out["load_average"] = _load_average()
     return out
+
+
+def _load_average():
+    """The machine's 1-minute load average at the end (None where the OS does not tell): on a shared
+    machine the figures are only as quiet as this."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _fit_epoch(sizes: dict, x, y, x_te, y_te, n_small: int) -> dict:
     """One epoch of `fit` (SimCLR, kNN monitor on, log and checkpoint in a temporary folder),
-    interleaved with rounds of the full step of a fresh model; epoch seconds and step seconds."""
+    interleaved with rounds of the full step of a fresh model (one before each epoch and one after
+    the last); the median epoch seconds and the median step seconds."""
     r = resolved("simclr", sizes, n_small)
     x_fit, y_fit = x[: sizes["fit_train_size"]], y[: sizes["fit_train_size"]]
     cfg = TrainConfig(**{**r["train"], "epochs": 1, "knn_every": 1})
     steps_per_epoch = len(x_fit) // cfg.batch_size
     epoch_s, step_s = [], []
     stepper = _Trainer(r, x_fit)
+    step_s.append(stepper.full(sizes["steps"] + 1)[0] / sizes["steps"])   # a round of steps before each epoch and after the last
     for _ in range(sizes["fit_reps"]):
         _, method = experiments.build_method(r, x.shape[1])
         with tempfile.TemporaryDirectory() as tmp:
@@ -276,7 +288,8 @@ def summary(m: dict) -> dict:
 def format_record(rec: dict) -> str:
     """The lines this script prints: one per method, the fit epoch, and the before figures."""
     p, st = rec["provenance"], rec["settings"]
-    lines = [f"{p['device']}, torch {p['torch']}, commit {p['commit']}; cpu budget on Fashion-MNIST, SmallCNN "
+    lines = [f"{p['device']}, torch {p['torch']}, commit {p['commit']}, load average {rec.get('load_average')}; "
+             f"cpu budget on Fashion-MNIST, SmallCNN "
              f"width {st['width']}, batch {st['batch_size']}, Adam; medians of {st['reps']} interleaved rounds "
              f"of {st['steps']} steps"]
     for label, m in (("after", rec), ("before", rec.get("before"))):
