@@ -254,3 +254,21 @@ def test_speed_smoke_writes_a_consistent_record(tmp_path):
     assert rec["summary"]["vs_lightly"] is None and rec["settings"]["threads"] == 1
     assert rec["provenance"]["device"].startswith("cpu") and rec["provenance"]["commit"]
     assert "full / model only" in printed.stdout and "fit epoch" in printed.stdout
+
+
+def test_speed_measures_lightlys_pipeline_beside_ours(tmp_path):
+    path = _lightly_path()
+    if path is None:
+        pytest.skip("lightly is neither installed nor prepared (benchmarks/device_check.sh --prepare)")
+    out = tmp_path / "speed.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))}
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--smoke", "--methods", "simclr", "--no-fit",
+         "--workers", "0", "--threads", "1", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert printed.returncode == 0, printed.stderr
+    rec = json.loads(out.read_text())
+    row = rec["methods"]["simclr"]
+    assert set(row["arms"]) == {"full", "model_only", "lightly"}
+    assert row["vs_lightly"] == pytest.approx(row["arms"]["lightly"]["s_per_step"] / row["arms"]["full"]["s_per_step"])
+    assert rec["summary"]["vs_lightly"] == row["vs_lightly"] and rec["settings"]["lightly"] == "1.6.0"
+    assert "fit" not in rec and rec["summary"]["met"]["fit_epoch"] is None
