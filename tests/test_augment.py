@@ -291,3 +291,19 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="1 or 3 channels"):
         horizontal_flip(torch.rand(2, 2, 4, 4))
     assert math.isfinite(float(SimCLRAugment()(x).sum()))
+
+
+def test_crop_grid_is_affine_grids_to_float_rounding():
+    # random_resized_crop builds its sampling grid as two ramps (no batched matmul); it must be the grid
+    # F.affine_grid makes from the same boxes, so crops equal the affine version up to float rounding
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(64, 3, 20, 24, generator=g)
+    n, (height, width), size = len(x), x.shape[-2:], (9, 11)
+    top, left, h, w = A.sample_crop_boxes(n, height, width, (0.2, 1.0), generator=torch.Generator().manual_seed(5)).unbind(1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w / width, (2 * left + w) / width - 1
+    theta[:, 1, 1], theta[:, 1, 2] = h / height, (2 * top + h) / height - 1
+    grid = torch.nn.functional.affine_grid(theta, [n, 3, *size], align_corners=False)
+    expected = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    got = A.random_resized_crop(x, size, (0.2, 1.0), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

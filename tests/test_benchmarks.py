@@ -191,3 +191,84 @@ def test_vs_lightly_trains_both_arms_and_writes_their_figures(tmp_path):
     assert rec["settings"]["lightly"] == "1.6.0" and rec["settings"]["train_size"] == 96
     assert rec["provenance"]["device"].startswith("cpu")
     assert "epoch time contrastlab / lightly" in printed.stdout
+
+
+# ----------------------------------------------------------------------------- speed.py
+
+def test_interleave_takes_turns_and_keeps_the_median_of_the_rounds():
+    speed = _load("speed")
+    calls, seconds = [], {"a": iter([3.0, 1.0, 2.0]), "b": iter([10.0, 30.0, 20.0])}
+
+    def arm(name):
+        def run(n):
+            calls.append((name, n))
+            wall = next(seconds[name])
+            return wall, wall / 2
+        return run
+    res = speed.interleave({"a": arm("a"), "b": arm("b")}, reps=3, steps=2)
+    assert calls == [("a", 3), ("b", 3)] * 3            # A B A B A B, each turn one untimed step more
+    assert res["a"]["s_per_step"] == 1.0 and res["b"]["s_per_step"] == 10.0   # median of 1.5, 0.5, 1.0 / 5, 15, 10
+    assert res["a"]["rounds"] == [1.5, 0.5, 1.0] and res["b"]["cpu_s_per_step"] == 5.0
+
+
+def test_speed_summary_compares_each_ratio_with_its_target():
+    speed = _load("speed")
+    m = {"methods": {"simclr": {"full_over_model_only": 0.96, "vs_lightly": 2.9},
+                     "swav": {"full_over_model_only": 0.94}},
+         "fit": {"epoch_over_steps": 1.08}}
+    s = speed.summary(m)
+    assert s["vs_lightly"] == 2.9 and s["met"]["vs_lightly"] is False
+    assert s["met"]["full_over_model_only"] == {"simclr": True, "swav": False}
+    assert s["fit_epoch_over_steps"] == 1.08 and s["met"]["fit_epoch"] is True
+    assert speed.summary({"methods": {"byol": {"full_over_model_only": 1.0}}})["met"]["vs_lightly"] is None
+
+
+def test_speed_rejects_bad_arguments_in_one_line():
+    for args, word in ((["--threads", "0"], "--threads must be >= 1, got 0"),
+                       (["--methods", "simclr,nope"], "--methods must be a comma-separated list"),
+                       (["--workers", "-2"], "--workers must be >= 0, got -2")):
+        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), *args],
+                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 2 and word in out.stderr and "Traceback" not in out.stderr
+
+
+def test_speed_smoke_writes_a_consistent_record(tmp_path):
+    out = tmp_path / "speed.json"
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--smoke", "--no-lightly", "--methods", "simclr,swav",
+         "--n-small", "2", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert printed.returncode == 0, printed.stderr
+    rec = json.loads(out.read_text())
+    bs = rec["settings"]["batch_size"]
+    assert set(rec["methods"]) == {"simclr", "swav"}
+    assert rec["methods"]["swav"]["views_per_step"] == 4 * bs and rec["methods"]["simclr"]["views_per_step"] == 2 * bs
+    for row in rec["methods"].values():
+        arms = row["arms"]
+        assert set(arms) == {"full", "model_only"} and len(arms["full"]["rounds"]) == rec["settings"]["reps"]
+        assert row["full_over_model_only"] == pytest.approx(arms["model_only"]["s_per_step"] / arms["full"]["s_per_step"])
+        assert row["full_views_per_s"] == pytest.approx(row["views_per_step"] / arms["full"]["s_per_step"])
+    f = rec["fit"]
+    assert f["steps"] == rec["settings"]["fit_train_size"] // bs and 0 <= f["knn_acc"] <= 1
+    assert f["epoch_over_steps"] == pytest.approx(f["epoch_s"] / (f["steps"] * f["step_s"]))
+    assert rec["summary"]["vs_lightly"] is None and rec["settings"]["threads"] == 1
+    assert rec["provenance"]["device"].startswith("cpu") and rec["provenance"]["commit"]
+    assert "full / model only" in printed.stdout and "fit epoch" in printed.stdout
+
+
+def test_speed_measures_lightlys_pipeline_beside_ours(tmp_path):
+    path = _lightly_path()
+    if path is None:
+        pytest.skip("lightly is neither installed nor prepared (benchmarks/device_check.sh --prepare)")
+    out = tmp_path / "speed.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))}
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--smoke", "--methods", "simclr", "--no-fit",
+         "--workers", "0", "--threads", "1", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert printed.returncode == 0, printed.stderr
+    rec = json.loads(out.read_text())
+    row = rec["methods"]["simclr"]
+    assert set(row["arms"]) == {"full", "model_only", "lightly"}
+    assert row["vs_lightly"] == pytest.approx(row["arms"]["lightly"]["s_per_step"] / row["arms"]["full"]["s_per_step"])
+    assert rec["summary"]["vs_lightly"] == row["vs_lightly"] and rec["settings"]["lightly"] == "1.6.0"
+    assert "fit" not in rec and rec["summary"]["met"]["fit_epoch"] is None

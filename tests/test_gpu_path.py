@@ -329,13 +329,16 @@ def test_uniformity_needs_no_pdist_and_keeps_its_value_and_gradient(monkeypatch)
 def test_training_on_cuda_sets_cudnn_benchmark_and_channels_last(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     method = simclr()
-    train.prepare_device(method, torch.device("cpu"))
+    convs = [m.weight for m in method.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and not any(w.is_contiguous(memory_format=torch.channels_last) for w in convs if w.shape[1] > 1)
+    train.prepare_device(method, torch.device("cpu"))      # the CPU gets channels_last too, not the autotuner
     assert not torch.backends.cudnn.benchmark
-    assert all(p.is_contiguous() for p in method.parameters())
+    convs = [m.weight for m in method.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     train.prepare_device(method, torch.device("cuda"))     # the .to(device) is fit's; here the layout only
     assert torch.backends.cudnn.benchmark
     convs = [m.weight for m in method.modules() if isinstance(m, nn.Conv2d)]
-    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
 
 
 # ----------------------------------------------------------------------------- 12. a gpu ablation a reader can finish
