@@ -101,8 +101,8 @@ class MoCo(Method):
 
     @property
     def local_batchnorm(self) -> tuple[str, ...]:
-        """Children whose BatchNorm stays per rank under torchrun: with shuffled BN, all of them (each
-        rank normalises its own sub-batches)."""
+        """The children whose BatchNorm stays per rank under torchrun; with shuffled BN all of them,
+        since each rank normalises its own sub-batches."""
         return ("encoder", "head", "key_encoder", "key_head") if self.config.shuffle_bn else ()
 
     def _key_params(self):
