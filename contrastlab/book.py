@@ -29,6 +29,7 @@ import argparse
 import ast
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -528,25 +529,33 @@ def _paper_setting(paper: str) -> tuple[str, str]:
 # contrastlab.stats.compare_arms from the instrument's per-seed records.
 
 
+def _places(spread: float, fewest: int) -> int:
+    """Decimal places that show a nonzero ``spread`` with at least one significant digit (never
+    fewer than ``fewest``), so that no spread prints as zero."""
+    return max(fewest, -math.floor(math.log10(spread))) if spread > 0 else fewest
+
+
 def mean_se(values, metric: str = "linear_acc") -> str:
-    """Per-seed values as 'mean ± SE (n = k)': accuracies in percent, other metrics as they are."""
+    """Per-seed values as 'mean ± SE (n = k)': accuracies in percent, other metrics as they are; a
+    small SE gets the places it needs to show (never '± 0.000')."""
     from .stats import mean_se as _mean_se
     mean, se, n = _mean_se(values)
     acc = metric.endswith("_acc") or "_acc_" in metric
-    centre = f"{100 * mean:.1f}%" if acc else f"{mean:.3f}"
+    scale, fewest = (100, 1) if acc else (1, 3)
     if se == 0:                                   # the values coincide: no spread to print
-        return f"{centre} (n = {n}, all equal)"
-    return f"{100 * mean:.1f} ± {100 * se:.1f}% (n = {n})" if acc else f"{mean:.3f} ± {se:.3f} (n = {n})"
+        return f"{scale * mean:.{fewest}f}{'%' if acc else ''} (n = {n}, all equal)"
+    d = _places(scale * se, fewest)
+    return f"{scale * mean:.{d}f} ± {scale * se:.{d}f}{'%' if acc else ''} (n = {n})"
 
 
 def difference(claim: dict) -> str:
     """A claim's difference with its 95% interval: '+3.1 ± 1.2 points' (accuracies) or in the metric's units."""
     acc = claim["metric"].endswith("_acc") or "_acc_" in claim["metric"]
+    scale, fewest, unit = (100, 1, " points") if acc else (1, 3, "")
     if claim["half_width"] == 0:                  # every seed gave the same difference: no spread to print
-        return (f"{100 * claim['diff']:+.1f} points" if acc else f"{claim['diff']:+.3f}") + " (no spread over seeds)"
-    if acc:
-        return f"{100 * claim['diff']:+.1f} ± {100 * claim['half_width']:.1f} points"
-    return f"{claim['diff']:+.3f} ± {claim['half_width']:.3f}"
+        return f"{scale * claim['diff']:+.{fewest}f}{unit} (no spread over seeds)"
+    d = _places(scale * claim["half_width"], fewest)
+    return f"{scale * claim['diff']:+.{d}f} ± {scale * claim['half_width']:.{d}f}{unit}"
 
 
 def find_claim(card: dict, claim_id: str) -> dict | None:

@@ -394,3 +394,12 @@ def test_run_labels_name_the_method_and_each_override_for_a_reader():
     assert labels.run_label("random_init") == "random init"
     with pytest.raises(TypeError, match="spec must be a run spec"):
         labels.run_label("")
+
+
+def test_a_small_spread_gets_the_places_it_needs():
+    # BYOL without its predictor: per-dimension SD of z 0.0100 +- 0.0001; SupCon at the ceiling
+    assert book.mean_se([0.0101, 0.0100, 0.0099], "final.embed_std") == "0.01000 ± 0.00006 (n = 3)"
+    assert book.mean_se([1.0, 0.9999, 1.0]) == "99.997 ± 0.003% (n = 3)"
+    assert book.mean_se([0.81, 0.82, 0.83]) == "82.0 ± 0.6% (n = 3)"          # the usual places otherwise
+    tiny = {"metric": "linear_acc", "diff": 0.00006, "half_width": 8.55e-8}
+    assert not re.search(r"± 0\.0+(?![0-9])", book.difference(tiny) + book.mean_se([0.5, 0.50001, 0.5]))
