@@ -65,9 +65,9 @@ CHECKOUT = Path(__file__).resolve().parents[1]   # the repository root, in a sou
 TEMPLATE = CHECKOUT / "book" / "templates" / "chapter.md"
 
 __all__ = ["ABLATION_SCALE", "GPU_ABLATION_SCALE", "REPO_URL", "Chapter", "Source", "Table", "claims_table",
-           "correlations_table", "difference", "facts_table", "find_claim", "in_colab", "mean_se", "paper_vs_ours", "pct",
+           "correlations_table", "difference", "facts_table", "find_claim", "in_colab", "interval_side", "mean_se", "paper_vs_ours", "pct",
            "points", "setup", "show_source", "table",
-           "verdict_counts", "verdict_sentence", "verdict_summary"]
+           "verdict_counts", "verdict_list", "verdict_sentence", "verdict_summary"]
 
 
 def in_colab() -> bool:
@@ -587,6 +587,30 @@ def verdict_sentence(card: dict, claim_id: str) -> str:
     return (f"**{claim['verdict']}**: {a['name']} {mean_se(a['values'], claim['metric'])} against "
             f"{b['name']} {mean_se(b['values'], claim['metric'])}, a difference of {difference(claim)} "
             f"(95% interval, {how})")
+
+
+def verdict_list(card: dict, *claim_ids: str) -> str:
+    """Markdown: the instrument's verdict on each claim, one bullet a claim, the claim in words (as
+    `contrastlab.scorecard` states it) then its `verdict_sentence`, under a line naming the instrument."""
+    from .scorecard import CLAIMS, RANK_CLAIMS
+    words = {c.id: c.claim for c in (*CLAIMS, *RANK_CLAIMS)}
+    ins = card["instrument"]
+    bullets = []
+    for claim_id in claim_ids:
+        sentence = verdict_sentence(card, claim_id)
+        bullets.append(f"- *{words.get(claim_id, claim_id)}*: {sentence}{'' if sentence.rstrip('*').endswith('.') else '.'}")
+    return (f"On the instrument (`{ins['budget']}` budget, `{ins['dataset']}`, {ins['seeds_per_cell']} seeds an arm):"
+            "\n\n" + "\n".join(bullets))
+
+
+def interval_side(card: dict, claim_id: str) -> str | None:
+    """Where the 95% interval of a claim's difference a − b lies: 'above' or 'below' 0, or 'across' it
+    (the verdict's reason, for sentences that say more than the verdict word); None while pending."""
+    claim = find_claim(card, claim_id)
+    if claim is None:
+        return None
+    low, high = claim["diff"] - claim["half_width"], claim["diff"] + claim["half_width"]
+    return "above" if low > 0 else "below" if high < 0 else "across"
 
 
 CEILING_MARK = "†"   # claims_table's mark of a claim whose two arms both sit at the instrument's ceiling

@@ -403,3 +403,21 @@ def test_a_small_spread_gets_the_places_it_needs():
     assert book.mean_se([0.81, 0.82, 0.83]) == "82.0 ± 0.6% (n = 3)"          # the usual places otherwise
     tiny = {"metric": "linear_acc", "diff": 0.00006, "half_width": 8.55e-8}
     assert not re.search(r"± 0\.0+(?![0-9])", book.difference(tiny) + book.mean_se([0.5, 0.50001, 0.5]))
+
+
+def test_verdict_list_and_interval_side_read_the_scorecard():
+    card = {"instrument": {"name": "bench", "dataset": "d", "budget": "bench", "metric": "linear_acc",
+                           "seeds_per_cell": 3}, "pending": ["moco-symmetric"],
+            "claims": [_two_arm_claim("moco-vs-random", [0.9, 0.91, 0.92], [0.6, 0.62, 0.64], False),
+                       _two_arm_claim("moco-queue-size", [0.8, 0.81, 0.82], [0.8, 0.80, 0.81], False)]}
+    card["claims"][0].update(diff=0.29, half_width=0.05, verdict="reproduced")
+    text = book.verdict_list(card, "moco-vs-random", "moco-symmetric")
+    assert text.startswith("On the instrument (`bench` budget, `d`, 3 seeds an arm):")
+    first, second = text.splitlines()[2:4]
+    assert first.startswith("- *MoCo learns") and "**reproduced**" in first and first.endswith(".")
+    assert "not yet measured" in second
+    assert book.interval_side(card, "moco-vs-random") == "above"
+    assert book.interval_side(card, "moco-queue-size") == "across"         # 0.001 +- 0.004
+    assert book.interval_side(card, "moco-symmetric") is None               # pending
+    card["claims"][1].update(diff=-0.02, half_width=0.01)
+    assert book.interval_side(card, "moco-queue-size") == "below"
