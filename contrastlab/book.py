@@ -537,7 +537,7 @@ def _places(spread: float, fewest: int) -> int:
 
 def mean_se(values, metric: str = "linear_acc") -> str:
     """Per-seed values as 'mean ± SE (n = k)': accuracies in percent, other metrics as they are; a
-    small SE gets the places it needs to show (never '± 0.000')."""
+    small SE gets the decimal places it needs, so that no nonzero spread is printed as zero."""
     from .stats import mean_se as _mean_se
     mean, se, n = _mean_se(values)
     acc = metric.endswith("_acc") or "_acc_" in metric
