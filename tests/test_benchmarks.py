@@ -170,16 +170,22 @@ def test_lightly_transform_needs_crops_that_reach_the_whole_image():
         vs.lightly_transform(augment)
 
 
-def test_vs_lightly_trains_both_arms_and_writes_their_figures(tmp_path):
+def _run_with_lightly(script: str, *args: str) -> subprocess.CompletedProcess:
+    """benchmarks/<script> in a child process that finds lightly (installed, or in .device-data);
+    skips the test when lightly is in neither place."""
     path = _lightly_path()
     if path is None:
         pytest.skip("lightly is neither installed nor prepared (benchmarks/device_check.sh --prepare)")
-    out = tmp_path / "vs.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))}
-    printed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "vs_lightly.py"), "--budget", "smoke", "--device", "cpu",
-         "--threads", "1", "--workers", "0", "--epochs", "2", "--train-size", "96", "--test-size", "40",
-         "--batch-size", "32", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env)
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def test_vs_lightly_trains_both_arms_and_writes_their_figures(tmp_path):
+    out = tmp_path / "vs.json"
+    printed = _run_with_lightly("vs_lightly.py", "--budget", "smoke", "--device", "cpu", "--threads", "1",
+                                "--workers", "0", "--epochs", "2", "--train-size", "96", "--test-size", "40",
+                                "--batch-size", "32", "--out", str(out))
     assert printed.returncode == 0, printed.stderr
     rec = json.loads(out.read_text())
     c, li = rec["contrastlab"], rec["lightly"]
@@ -257,14 +263,9 @@ def test_speed_smoke_writes_a_consistent_record(tmp_path):
 
 
 def test_speed_measures_lightlys_pipeline_beside_ours(tmp_path):
-    path = _lightly_path()
-    if path is None:
-        pytest.skip("lightly is neither installed nor prepared (benchmarks/device_check.sh --prepare)")
     out = tmp_path / "speed.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))}
-    printed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--smoke", "--methods", "simclr", "--no-fit",
-         "--workers", "0", "--threads", "1", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env)
+    printed = _run_with_lightly("speed.py", "--smoke", "--methods", "simclr", "--no-fit", "--workers", "0",
+                                "--threads", "1", "--out", str(out))
     assert printed.returncode == 0, printed.stderr
     rec = json.loads(out.read_text())
     row = rec["methods"]["simclr"]
