@@ -176,14 +176,25 @@ def random_resized_crop(x: Tensor, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
     Returns:
         ``(N, C, *size)`` tensor.
     """
+    return _crop_flip(x, size, scale, ratio, flip_p=0.0, generator=generator)
+
+
+def _crop_flip(x: Tensor, size, scale, ratio, *, flip_p: float, generator=None) -> Tensor:
+    """`random_resized_crop`, then `horizontal_flip` with probability ``flip_p`` (0: no flip, no draw),
+    in one ``grid_sample``: mirroring the output mirrors the grid's x ramp about the box centre,
+    which is its scale negated. The random draws are those of the two ops called in turn, and the
+    result equals theirs exactly (the ramp's pixel centres are symmetric, so -a * c == a * c')."""
     _check_image(x)
     out_size = _pair("size", size)
     n, _, height, width = x.shape
     top, left, h, w = sample_crop_boxes(n, height, width, scale, ratio, device=x.device,
                                         generator=generator).unbind(1)
+    sx = w / width
+    if flip_p > 0:
+        sx = torch.where(_coin(x, flip_p, generator).view(-1), -sx, sx)
     # x_in = a * x_out + b in [-1, 1] coordinates, per axis: the affine map has no shear, so the grid is an
     # outer sum of two 1-D ramps (what F.affine_grid computes with a batched matmul, at several times the cost)
-    grid = torch.stack([_ramp(out_size[1], w / width, (2 * left + w) / width - 1).unsqueeze(1).expand(-1, *out_size),
+    grid = torch.stack([_ramp(out_size[1], sx, (2 * left + w) / width - 1).unsqueeze(1).expand(-1, *out_size),
                         _ramp(out_size[0], h / height, (2 * top + h) / height - 1).unsqueeze(2).expand(-1, *out_size)],
                        dim=-1).to(x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -297,21 +308,22 @@ def hsv_to_rgb(x: Tensor) -> Tensor:
     return torch.stack(channels, dim=1)
 
 
-def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
-    """factor * x + (1 - factor) * other, clamped to [0, 1]; factor is (N, 1, 1, 1)."""
-    return (factor * x + (1 - factor) * other).clamp(0, 1)
+def _blend_(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    """factor * x + (1 - factor) * other, clamped to [0, 1], written into ``x`` (a tensor of our own);
+    factor is (N, 1, 1, 1). A factor of 1 returns x clamped (``0 * other`` adds nothing)."""
+    return x.mul_(factor).add_((1 - factor) * other).clamp_(0, 1)
 
 
 def _adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
-    return (x * _per_image(factor, x)).clamp(0, 1)
+    return (x * _per_image(factor, x)).clamp_(0, 1)
 
 
-def _adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
-    return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), _per_image(factor, x))
+def _adjust_contrast_(x: Tensor, factor: Tensor) -> Tensor:
+    return _blend_(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), _per_image(factor, x))
 
 
-def _adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
-    return _blend(x, _gray(x), _per_image(factor, x))
+def _adjust_saturation_(x: Tensor, factor: Tensor) -> Tensor:
+    return _blend_(x, _gray(x), _per_image(factor, x))
 
 
 def _adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
@@ -344,16 +356,27 @@ def color_jitter(x: Tensor, brightness: float = 0.8, contrast: float = 0.8, satu
     if not 0 <= hue <= 0.5:
         raise ValueError(f"hue must be in [0, 0.5], got {hue!r}")
     n, rgb = x.shape[0], x.shape[1] == 3
-    out = x
-    steps = [(brightness, _adjust_brightness), (contrast, _adjust_contrast)]
-    if rgb:
-        steps.append((saturation, _adjust_saturation))
-    for strength, adjust in steps:
-        if strength > 0:
-            out = adjust(out, _uniform(n, max(0.0, 1 - strength), 1 + strength, x.device, generator))
-    if rgb and hue > 0:
-        out = _adjust_hue(out, _uniform(n, -hue, hue, x.device, generator))
-    return torch.where(_coin(x, p, generator), out, x)
+    factors = [(_uniform(n, max(0.0, 1 - strength), 1 + strength, x.device, generator) if strength > 0 else None)
+               for strength in (brightness, contrast, saturation if rgb else 0)]
+    shift = _uniform(n, -hue, hue, x.device, generator) if rgb and hue > 0 else None
+    chosen = _coin(x, p, generator)                                                  # (N, 1, 1, 1)
+    if shift is None:
+        # an image left alone gets factors of 1, which return it as it is (clamped to [0, 1], where it
+        # already lies): no pass over the batch to select from two copies. Hue needs that pass: its
+        # RGB -> HSV -> RGB round trip is exact only up to rounding.
+        factors = [f if f is None else torch.where(chosen.view(-1), f, 1.0) for f in factors]
+        chosen = None
+    brightness_f, contrast_f, saturation_f = factors
+    out = x if brightness_f is None else _adjust_brightness(x, brightness_f)
+    if out is x and (contrast_f is not None or saturation_f is not None):
+        out = x.clone()
+    if contrast_f is not None:
+        out = _adjust_contrast_(out, contrast_f)
+    if saturation_f is not None:
+        out = _adjust_saturation_(out, saturation_f)
+    if shift is not None:
+        out = _adjust_hue(out, shift)
+    return out if chosen is None else torch.where(chosen, out, x)
 
 
 def random_grayscale(x: Tensor, p: float = 0.2, *, generator=None) -> Tensor:
@@ -497,12 +520,13 @@ class SimCLRAugment(torch.nn.Module):
         x = to_float(x).float()
         _check_image(x)
         s = cfg.strength
-        if cfg.crop:
-            x = random_resized_crop(x, cfg.size, cfg.crop_scale, generator=g)
-        elif x.shape[-2:] != (cfg.size, cfg.size):
-            x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", antialias=True, align_corners=False)
-        if cfg.flip:
-            x = horizontal_flip(x, 0.5, generator=g)
+        if cfg.crop:   # the flip rides on the crop's sampling grid: the same draws and pixels, one pass fewer
+            x = _crop_flip(x, cfg.size, cfg.crop_scale, (3 / 4, 4 / 3), flip_p=0.5 if cfg.flip else 0.0, generator=g)
+        else:
+            if x.shape[-2:] != (cfg.size, cfg.size):
+                x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", antialias=True, align_corners=False)
+            if cfg.flip:
+                x = horizontal_flip(x, 0.5, generator=g)
         if cfg.color:
             x = color_jitter(x, 0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), p=0.8, generator=g)
         if cfg.grayscale:
@@ -525,9 +549,10 @@ class SimCLRAugment(torch.nn.Module):
         """n_views independent augmentations of the same batch, each (N, C, size, size) float32."""
         if not isinstance(n_views, int) or n_views < 1:
             raise ValueError(f"n_views must be a positive int, got {n_views!r}")
-        x = to_float(x).float()
+        check_tensor("x", x, ndim=4)
         n = x.shape[0]
         # one pass over a batch of n_views * N images: every row still draws its own parameters
+        # (repeated before the conversion to float, so uint8 images are copied at a quarter of the bytes)
         views = self(x.repeat(n_views, 1, 1, 1), generator=generator)
         return list(views.split(n))
 

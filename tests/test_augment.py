@@ -158,10 +158,10 @@ def test_jitter_matches_torchvision_per_op():
     import torchvision.transforms.v2.functional as TF
     x = torch.rand(3, 3, 8, 8, generator=gen(16))
     f = torch.tensor([0.5, 1.0, 1.7])
-    for ours, theirs in [(A._adjust_brightness, TF.adjust_brightness), (A._adjust_contrast, TF.adjust_contrast),
-                         (A._adjust_saturation, TF.adjust_saturation)]:
+    for ours, theirs in [(A._adjust_brightness, TF.adjust_brightness), (A._adjust_contrast_, TF.adjust_contrast),
+                         (A._adjust_saturation_, TF.adjust_saturation)]:
         ref = torch.cat([theirs(x[i:i + 1], float(f[i])) for i in range(3)])
-        torch.testing.assert_close(ours(x, f), ref, atol=2e-3, rtol=0)   # luma 0.299 vs 0.2989
+        torch.testing.assert_close(ours(x.clone(), f), ref, atol=2e-3, rtol=0)   # luma 0.299 vs 0.2989 (the blends write in place)
     shift = torch.tensor([-0.3, 0.1, 0.45])
     ref = torch.cat([TF.adjust_hue(x[i:i + 1], float(shift[i])) for i in range(3)])
     torch.testing.assert_close(A._adjust_hue(x, shift), ref, atol=1e-5, rtol=0)
@@ -307,3 +307,60 @@ def test_crop_grid_is_affine_grids_to_float_rounding():
     expected = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     got = A.random_resized_crop(x, size, (0.2, 1.0), generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- fused passes (issue 19)
+
+@pytest.mark.parametrize("c, size", [(1, 28), (3, 16), (3, (9, 11))])
+def test_crop_with_flip_on_its_grid_is_crop_then_flip_exactly(c, size):
+    # SimCLRAugment mirrors the crop's x ramp instead of flipping the cropped batch: the same random
+    # draws, in the same order, and the same pixels, bit for bit
+    x = torch.rand(64, c, 20, 24, generator=gen(30))
+    got = A._crop_flip(x, size, (0.2, 1.0), (3 / 4, 4 / 3), flip_p=0.5, generator=gen(31))
+    g = gen(31)
+    expected = horizontal_flip(random_resized_crop(x, size, (0.2, 1.0), generator=g), 0.5, generator=g)
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, random_resized_crop(x, size, (0.2, 1.0), generator=gen(31)))   # some were flipped
+
+
+def _jitter_by_loop(x, brightness, contrast, saturation, hue, p, g):
+    """color_jitter written per image from its docstring: draw b, c, (s, h), then the coin, for the
+    whole batch in that order; an image the coin picks is brightened, contrasted, (saturated,
+    hue-shifted), each step clamped; any other image is returned as it is."""
+    n, rgb = len(x), x.shape[1] == 3
+
+    def draw(strength):
+        return 1 - strength + 2 * strength * torch.rand(n, generator=g) if strength > 0 else None
+    b, c = draw(brightness), draw(contrast)
+    s = draw(saturation) if rgb else None
+    h = -hue + 2 * hue * torch.rand(n, generator=g) if rgb and hue > 0 else None
+    coin = torch.rand(n, generator=g) < p
+    out = []
+    for i in range(n):
+        img = x[i:i + 1].clone()
+        if coin[i]:
+            if b is not None:
+                img = (img * b[i]).clamp(0, 1)
+            luma = img if not rgb else 0.299 * img[:, :1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:]
+            if c is not None:
+                img = (c[i] * img + (1 - c[i]) * luma.mean()).clamp(0, 1)
+                luma = img if not rgb else 0.299 * img[:, :1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:]
+            if s is not None:
+                img = (s[i] * img + (1 - s[i]) * luma).clamp(0, 1)
+            if h is not None:
+                img = A._adjust_hue(img, h[i:i + 1])
+        out.append(img)
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("c, strengths, p", [(1, (0.8, 0.8, 0.8, 0.2), 0.8), (3, (0.8, 0.8, 0.8, 0.2), 0.8),
+                                             (3, (0.4, 0.4, 0.4, 0.0), 0.5), (3, (0.0, 0.8, 0.0, 0.0), 0.8),
+                                             (1, (0.5, 0.0, 0.0, 0.0), 1.0)])
+def test_color_jitter_equals_the_per_image_loop(c, strengths, p):
+    # the batched jitter writes its blends in place and, without hue, gives the images the coin leaves
+    # alone factors of 1 instead of selecting between two copies: it must still be the loop above
+    x = torch.rand(48, c, 6, 7, generator=gen(32))
+    got = color_jitter(x, *strengths, p=p, generator=gen(33))
+    expected = _jitter_by_loop(x, *strengths, p, gen(33))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert torch.equal(x, torch.rand(48, c, 6, 7, generator=gen(32)))   # the input is left as it was
