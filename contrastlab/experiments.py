@@ -366,7 +366,8 @@ def run(config: ExperimentConfig, *, cache_dir: str | Path | None = None, force:
         metrics_, curves, device, extras = _execute(resolved, folder, progress)
         record = {"config": resolved, "key": config_hash(resolved), "metrics": metrics_, "curves": curves,
                   **extras, "provenance": provenance(device, resolved["budget"], time.perf_counter() - tic,
-                                                     cpu_time_s=time.process_time() - cpu_tic)}
+                                                     cpu_time_s=time.process_time() - cpu_tic,
+                                                     precision=resolved_precision(resolved))}
         record["provenance"]["resumed"] = resumed   # True: training (or all of it) was done by an earlier call
         record = distributed.broadcast_object(record)
         if not distributed.is_main():
@@ -540,12 +541,16 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
-def provenance(device: torch.device, budget: str, wall_time_s: float, cpu_time_s: float | None = None) -> dict:
+def provenance(device: torch.device, budget: str, wall_time_s: float, cpu_time_s: float | None = None,
+               precision: str | None = None) -> dict:
     """Where and when a record was made; ``cpu_time_s`` is the process's CPU time (summed over its
-    threads), which on one thread is the run's cost whatever else the machine was doing."""
+    threads), which on one thread is the run's cost whatever else the machine was doing;
+    ``precision`` what training computed in ('fp32', 'bf16', 'fp16'; records made before it was
+    recorded were trained on CPUs, where ``amp='auto'`` then meant fp32)."""
     return {"contrastlab": __version__, "commit": _git_commit(), "device": device_name(device),
             "torch": torch.__version__, "python": platform.python_version(), "budget": budget,
             "wall_time_s": round(wall_time_s, 2),
             **({"cpu_time_s": round(cpu_time_s, 2)} if cpu_time_s is not None else {}),
+            **({"precision": precision} if precision is not None else {}),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **({"world_size": distributed.world_size()} if distributed.is_distributed() else {})}

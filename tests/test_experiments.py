@@ -64,6 +64,7 @@ def test_run_records_provenance_and_is_cached(results):
     prov = record["provenance"]
     assert prov["budget"] == "smoke" and prov["device"].startswith("cpu") and prov["wall_time_s"] > 0
     assert {"contrastlab", "commit", "torch", "date"} <= prov.keys()
+    assert prov["precision"] == E.resolved_precision(E.resolve(config))   # 'auto': bf16 on CPUs that compute it
     assert (E.run_dir(E.resolve(config)) / "checkpoint.pt").exists()
     # a second call loads the record instead of training: poison the file to prove it
     record["metrics"]["knn_acc"] = -1.0

@@ -14,6 +14,7 @@ from contrastlab.train import (
     CheckpointError,
     TrainConfig,
     autocast_dtype,
+    cpu_computes_bf16,
     fit,
     load_checkpoint,
     save_checkpoint,
@@ -148,12 +149,20 @@ def test_fit_rejects_bad_input(digits):
         fit(make_method(), AUG, x, TrainConfig(device="cpu", optimizer="rmsprop"), progress=False)
 
 
-def test_autocast_dtype():
+def test_autocast_dtype(monkeypatch):
     cpu = torch.device("cpu")
-    assert autocast_dtype("auto", cpu) is None and autocast_dtype("off", cpu) is None
+    assert autocast_dtype("off", cpu) is None
     assert autocast_dtype("bf16", cpu) is torch.bfloat16 and autocast_dtype("fp16", cpu) is torch.float16
     with pytest.raises(ValueError, match="unknown amp 'fp8'"):
         autocast_dtype("fp8", cpu)
+    # 'auto' on a CPU: bf16 where the CPU computes it in hardware, full precision elsewhere
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert cpu_computes_bf16() == (native and torch.backends.mkldnn.is_available())
+    assert autocast_dtype("auto", cpu) is (torch.bfloat16 if cpu_computes_bf16() else None)
+    for forced, dtype in (("0", None), ("1", torch.bfloat16)):
+        monkeypatch.setenv("CONTRASTLAB_CPU_BF16", forced)
+        assert autocast_dtype("auto", cpu) is dtype
+    assert autocast_dtype("auto", torch.device("mps")) is None
 
 
 def test_bf16_autocast_trains_on_cpu(digits):
