@@ -10,9 +10,12 @@ arms alike:
     `contrastlab.augment.SimCLRAugment`, `train.train_step`, ``on_step_end``: the step `fit`
     takes, with the model laid out by `train.prepare_device`) against lightly's standard
     pipeline: its ``SimCLRTransform`` (the same augmentation distribution, as in
-    ``benchmarks/vs_lightly.py``) on PIL images in a ``DataLoader`` with ``--workers`` worker
-    processes, its ``NTXentLoss``, the same model from the same initial weights in torch's
-    default layout, the same optimizer; views/s of each and their ratio (target >= 3);
+    ``benchmarks/vs_lightly.py``) on PIL images in a ``DataLoader``, its ``NTXentLoss``, the same
+    model from the same initial weights in torch's default layout (and precision), the same
+    optimizer; lightly is timed with each count of DataLoader workers in ``--workers`` (default
+    1 and 2: on 2 cores two workers feed it best) and the ratio is taken against its fastest
+    (target >= 3); SimCLR's full step is also timed in full precision where ``--amp`` resolves to
+    bf16, so the record shows what bf16 adds;
 (b) the full step against the same step on views made in advance (model only), for SimCLR,
     MoCo, BYOL and SwAV with multi-crop (2 x 28 + ``--n-small`` x 16 px views): the ratio of
     their rates (target >= 0.95);
@@ -47,10 +50,11 @@ import torch
 
 from contrastlab import experiments
 from contrastlab.data import IndexBatches
-from contrastlab.train import TrainConfig, fit, prepare_device, train_step
+from contrastlab.train import TrainConfig, autocast_dtype, fit, precision_name, prepare_device, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("simclr", "moco", "byol", "swav")
+AMPS = ("auto", "bf16", "fp16", "off")   # train.amp's values (spelled here: --before may run an older library)
 TARGETS = {"vs_lightly_at_least": 3.0, "full_over_model_only_at_least": 0.95, "fit_epoch_over_steps_at_most": 1.10}
 # (train images, test images, reps, steps per rep, batch, width, fit epochs' train images)
 SIZES = {"full": {"train_size": 60000, "test_size": 10000, "reps": 5, "steps": 8, "batch_size": 256,
@@ -66,7 +70,7 @@ def _vs_lightly():
     return module
 
 
-def resolved(method: str, sizes: dict, n_small: int, amp: str = "off") -> dict:
+def resolved(method: str, sizes: dict, n_small: int, amp: str = "auto") -> dict:
     """The cpu budget's recipe of ``method`` on Fashion-MNIST at ``sizes`` (SwAV with multi-crop)."""
     overrides = {"encoder.cnn_width": sizes["width"], "train.batch_size": sizes["batch_size"],
                  "train.device": "cpu", "train.amp": amp}
@@ -126,7 +130,6 @@ class _Trainer:
         self.opt = build_optimizer(cfg["optimizer"], self.method, cfg["lr"] * cfg["batch_size"] / 256,
                                    cfg["weight_decay"], cfg["momentum"])
         self.scaler = torch.amp.GradScaler("cpu", enabled=False)
-        from contrastlab.train import autocast_dtype
         self.dtype = autocast_dtype(cfg["amp"], torch.device("cpu"))
         self.batches = IndexBatches(len(images), cfg["batch_size"], seed=seed, device=torch.device("cpu"))
         self.order = iter(())
@@ -200,36 +203,48 @@ def _lightly_arm(r: dict, x: torch.Tensor, y: torch.Tensor, workers: int, steps:
     return run
 
 
-def measure(*, sizes: dict, threads: int, workers: int, n_small: int, lightly: bool, methods=METHODS,
-            fit_epoch: bool = True, progress=print) -> dict:
+def measure(*, sizes: dict, threads: int, workers: tuple[int, ...], n_small: int, lightly: bool, methods=METHODS,
+            fit_epoch: bool = True, amp: str = "auto", progress=print) -> dict:
     """Every figure of the module docstring, at ``sizes`` (`SIZES`); see `main` for the record."""
     torch.set_num_threads(threads)
     tic = time.perf_counter()
-    r0 = resolved("simclr", sizes, n_small)
+    r0 = resolved("simclr", sizes, n_small, amp)
     section = {**r0["dataset"], "train_size": sizes["train_size"], "test_size": sizes["test_size"]}
     x, y, x_te, y_te = experiments.load_data(section, 0)
     reps, steps, bs = sizes["reps"], sizes["steps"], sizes["batch_size"]
     out = {"methods": {}}
     for name in methods:
-        r = resolved(name, sizes, n_small)
+        r = resolved(name, sizes, n_small, amp)
         t = _Trainer(r, x)
         arms = {"full": t.full, "model_only": t.model_only}
+        if name == "simclr" and t.dtype is not None:   # the same step in full precision, for the record
+            arms["full_fp32"] = _Trainer(resolved(name, sizes, n_small, "off"), x).full
         if name == "simclr" and lightly:
-            arms["lightly"] = _lightly_arm(r, x, y, workers, steps, reps)
+            for w in workers:
+                arms[f"lightly_w{w}"] = _lightly_arm(r, x, y, w, steps, reps)
         res = interleave(arms, reps, steps)
         views = t.n_views * bs
         row = {"views_per_step": views, **{f"{a}_views_per_s": views / v["s_per_step"] for a, v in res.items()},
                "full_over_model_only": res["model_only"]["s_per_step"] / res["full"]["s_per_step"],
                "full_over_model_only_cpu": res["model_only"]["cpu_s_per_step"] / res["full"]["cpu_s_per_step"],
                "arms": res}
-        if "lightly" in res:
-            row["vs_lightly"] = res["lightly"]["s_per_step"] / res["full"]["s_per_step"]
-            row["vs_lightly_cpu"] = res["lightly"]["cpu_s_per_step"] / res["full"]["cpu_s_per_step"]
+        row["precision"] = precision_name(t.dtype)
+        lightly_arms = {a: v for a, v in res.items() if a.startswith("lightly_w")}
+        if lightly_arms:   # the ratios against lightly's fastest worker count
+            best = min(lightly_arms, key=lambda a: lightly_arms[a]["s_per_step"])
+            row["lightly_best_workers"] = int(best.removeprefix("lightly_w"))
+            row["lightly_views_per_s"] = row[f"{best}_views_per_s"]
+            row["vs_lightly"] = res[best]["s_per_step"] / res["full"]["s_per_step"]
+            row["vs_lightly_cpu"] = res[best]["cpu_s_per_step"] / res["full"]["cpu_s_per_step"]
+            row["vs_lightly_by_workers"] = {a.removeprefix("lightly_w"): v["s_per_step"] / res["full"]["s_per_step"]
+                                            for a, v in lightly_arms.items()}
+            if "full_fp32" in res:
+                row["vs_lightly_fp32"] = res[best]["s_per_step"] / res["full_fp32"]["s_per_step"]
         out["methods"][name] = row
         progress(f"{name}: " + ", ".join(f"{a} {views / v['s_per_step']:.0f} views/s" for a, v in res.items()))
         del t, arms
     if fit_epoch:
-        out["fit"] = _fit_epoch(sizes, x, y, x_te, y_te, n_small)
+        out["fit"] = _fit_epoch(sizes, x, y, x_te, y_te, n_small, amp)
         progress(f"fit epoch: {out['fit']['epoch_s']:.2f} s against {out['fit']['steps']} x "
                  f"{out['fit']['step_s'] * 1000:.1f} ms = {out['fit']['steps_s']:.2f} s")
     out["wall_s"] = time.perf_counter() - tic
@@ -246,11 +261,11 @@ def _load_average():
         return None
 
 
-def _fit_epoch(sizes: dict, x, y, x_te, y_te, n_small: int) -> dict:
+def _fit_epoch(sizes: dict, x, y, x_te, y_te, n_small: int, amp: str = "auto") -> dict:
     """One epoch of `fit` (SimCLR, kNN monitor on, log and checkpoint in a temporary folder),
     interleaved with rounds of the full step of a fresh model (one before each epoch and one after
     the last); the median epoch seconds and the median step seconds."""
-    r = resolved("simclr", sizes, n_small)
+    r = resolved("simclr", sizes, n_small, amp)
     x_fit, y_fit = x[: sizes["fit_train_size"]], y[: sizes["fit_train_size"]]
     cfg = TrainConfig(**{**r["train"], "epochs": 1, "knn_every": 1})
     steps_per_epoch = len(x_fit) // cfg.batch_size
@@ -297,9 +312,14 @@ def format_record(rec: dict) -> str:
             continue
         s = summary(m)
         for name, row in m["methods"].items():
-            extra = (f"; lightly {row['lightly_views_per_s']:.0f} views/s, ours / lightly {row['vs_lightly']:.2f}x "
-                     f"(CPU seconds: {row['vs_lightly_cpu']:.2f}x)" if "vs_lightly" in row else "")
-            lines.append(f"[{label}] {name:6s} full {row['full_views_per_s']:6.0f} views/s, model only "
+            extra = (f"; lightly {row['lightly_views_per_s']:.0f} views/s (fastest, {row['lightly_best_workers']} "
+                     f"workers), ours / lightly {row['vs_lightly']:.2f}x (CPU seconds: {row['vs_lightly_cpu']:.2f}x; "
+                     + ", ".join(f"{v:.2f}x against {w} workers" for w, v in row["vs_lightly_by_workers"].items())
+                     + ")" if "vs_lightly" in row else "")
+            if "full_fp32_views_per_s" in row:
+                extra += f"; our full step in fp32 {row['full_fp32_views_per_s']:.0f} views/s" + (
+                    f", {row['vs_lightly_fp32']:.2f}x lightly's" if "vs_lightly_fp32" in row else "")
+            lines.append(f"[{label}] {name:6s} {row.get('precision', 'fp32')} full {row['full_views_per_s']:6.0f} views/s, model only "
                          f"{row['model_only_views_per_s']:6.0f}: full / model only {row['full_over_model_only']:.3f} "
                          f"(CPU seconds: {row['full_over_model_only_cpu']:.3f})" + extra)
         if s["fit_epoch_over_steps"] is not None:
@@ -326,7 +346,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--workers", type=int, default=1, help="lightly's DataLoader workers (default 1)")
+    p.add_argument("--workers", default="1,2",
+                   help="lightly's DataLoader workers, comma-separated counts, each an arm (default 1,2)")
+    p.add_argument("--amp", default="auto", choices=AMPS,
+                   help="our steps' precision, as train.amp (default auto: the library's default on this CPU)")
     p.add_argument("--n-small", type=int, default=4, help="SwAV's small views (default 4, the book's multi-crop)")
     p.add_argument("--reps", type=int, default=None, help="interleaved rounds (default: the size's)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per round (default: the size's)")
@@ -345,8 +368,12 @@ def main(argv=None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.workers < 0:
-        p.error(f"--workers must be >= 0, got {args.workers}")
+    try:
+        workers = tuple(int(w) for w in args.workers.split(","))
+    except ValueError:
+        workers = (-1,)
+    if not workers or min(workers) < 0 or len(set(workers)) != len(workers):
+        p.error(f"--workers must be distinct comma-separated counts >= 0, got {args.workers!r}")
     methods = tuple(m for m in args.methods.split(",") if m)
     if not methods or any(m not in METHODS for m in methods):
         p.error(f"--methods must be a comma-separated list of {', '.join(METHODS)}, got {args.methods!r}")
@@ -358,8 +385,8 @@ def main(argv=None) -> int:
                   if getattr(args, k) is not None})
     if sizes["fit_train_size"] < sizes["batch_size"] and not args.no_fit:
         p.error(f"--fit-train-size must be at least the batch ({sizes['batch_size']}), got {sizes['fit_train_size']}")
-    fig = measure(sizes=sizes, threads=args.threads, workers=args.workers, n_small=args.n_small, lightly=lightly,
-                  methods=methods, fit_epoch=not args.no_fit,
+    fig = measure(sizes=sizes, threads=args.threads, workers=workers, n_small=args.n_small, lightly=lightly,
+                  methods=methods, fit_epoch=not args.no_fit, amp=args.amp,
                   progress=(lambda s: None) if args.figures_only else lambda s: print(s, flush=True))
     fig["commit"] = experiments.provenance(torch.device("cpu"), "cpu", 0)["commit"]
     if args.figures_only:
@@ -375,7 +402,8 @@ def main(argv=None) -> int:
     version = importlib.import_module("lightly").__version__ if lightly else None
     rec = {**fig, "summary": summary(fig), "targets": TARGETS,
            "settings": {"dataset": "fashion-mnist", "budget": "cpu", **sizes, "threads": torch.get_num_threads(),
-                        "lightly_workers": args.workers if lightly else None, "n_small": args.n_small,
+                        "lightly_workers": list(workers) if lightly else None, "n_small": args.n_small,
+                        "amp": args.amp, "precision": precision_name(autocast_dtype(args.amp, torch.device("cpu"))),
                         "lightly": version, "methods": list(methods)},
            "provenance": experiments.provenance(torch.device("cpu"), "cpu", fig["wall_s"])}
     if before is not None:

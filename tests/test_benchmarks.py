@@ -232,7 +232,8 @@ def test_speed_summary_compares_each_ratio_with_its_target():
 def test_speed_rejects_bad_arguments_in_one_line():
     for args, word in ((["--threads", "0"], "--threads must be >= 1, got 0"),
                        (["--methods", "simclr,nope"], "--methods must be a comma-separated list"),
-                       (["--workers", "-2"], "--workers must be >= 0, got -2")):
+                       (["--workers", "-2"], "--workers must be distinct comma-separated counts >= 0, got '-2'"),
+                       (["--workers", "1,x"], "--workers must be distinct comma-separated counts >= 0, got '1,x'")):
         out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), *args],
                              capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert out.returncode == 2 and word in out.stderr and "Traceback" not in out.stderr
@@ -242,34 +243,44 @@ def test_speed_smoke_writes_a_consistent_record(tmp_path):
     out = tmp_path / "speed.json"
     printed = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--smoke", "--no-lightly", "--methods", "simclr,swav",
-         "--n-small", "2", "--threads", "1", "--out", str(out)],
+         "--n-small", "2", "--threads", "1", "--amp", "bf16", "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert printed.returncode == 0, printed.stderr
     rec = json.loads(out.read_text())
     bs = rec["settings"]["batch_size"]
     assert set(rec["methods"]) == {"simclr", "swav"}
     assert rec["methods"]["swav"]["views_per_step"] == 4 * bs and rec["methods"]["simclr"]["views_per_step"] == 2 * bs
-    for row in rec["methods"].values():
+    for name, row in rec["methods"].items():
         arms = row["arms"]
-        assert set(arms) == {"full", "model_only"} and len(arms["full"]["rounds"]) == rec["settings"]["reps"]
+        # under bf16, SimCLR's full step is also timed in full precision, for the record
+        assert set(arms) == {"full", "model_only", *(["full_fp32"] if name == "simclr" else [])}
+        assert len(arms["full"]["rounds"]) == rec["settings"]["reps"] and row["precision"] == "bf16"
         assert row["full_over_model_only"] == pytest.approx(arms["model_only"]["s_per_step"] / arms["full"]["s_per_step"])
         assert row["full_views_per_s"] == pytest.approx(row["views_per_step"] / arms["full"]["s_per_step"])
     f = rec["fit"]
     assert f["steps"] == rec["settings"]["fit_train_size"] // bs and 0 <= f["knn_acc"] <= 1
     assert f["epoch_over_steps"] == pytest.approx(f["epoch_s"] / (f["steps"] * f["step_s"]))
+    assert rec["methods"]["simclr"]["full_fp32_views_per_s"] == pytest.approx(
+        2 * bs / rec["methods"]["simclr"]["arms"]["full_fp32"]["s_per_step"])
     assert rec["summary"]["vs_lightly"] is None and rec["settings"]["threads"] == 1
+    assert (rec["settings"]["amp"], rec["settings"]["precision"]) == ("bf16", "bf16")
     assert rec["provenance"]["device"].startswith("cpu") and rec["provenance"]["commit"]
     assert "full / model only" in printed.stdout and "fit epoch" in printed.stdout
 
 
 def test_speed_measures_lightlys_pipeline_beside_ours(tmp_path):
     out = tmp_path / "speed.json"
-    printed = _run_with_lightly("speed.py", "--smoke", "--methods", "simclr", "--no-fit", "--workers", "0",
-                                "--threads", "1", "--out", str(out))
+    printed = _run_with_lightly("speed.py", "--smoke", "--methods", "simclr", "--no-fit", "--workers", "0,1",
+                                "--threads", "1", "--amp", "off", "--out", str(out))
     assert printed.returncode == 0, printed.stderr
     rec = json.loads(out.read_text())
     row = rec["methods"]["simclr"]
-    assert set(row["arms"]) == {"full", "model_only", "lightly"}
-    assert row["vs_lightly"] == pytest.approx(row["arms"]["lightly"]["s_per_step"] / row["arms"]["full"]["s_per_step"])
+    assert set(row["arms"]) == {"full", "model_only", "lightly_w0", "lightly_w1"}
+    # the ratio is taken against lightly's fastest worker count
+    lightly = {w: row["arms"][f"lightly_w{w}"]["s_per_step"] for w in (0, 1)}
+    best = min(lightly, key=lightly.get)
+    assert row["lightly_best_workers"] == best and rec["settings"]["lightly_workers"] == [0, 1]
+    assert row["vs_lightly"] == pytest.approx(lightly[best] / row["arms"]["full"]["s_per_step"])
+    assert row["vs_lightly"] == min(row["vs_lightly_by_workers"].values())
     assert rec["summary"]["vs_lightly"] == row["vs_lightly"] and rec["settings"]["lightly"] == "1.6.0"
     assert "fit" not in rec and rec["summary"]["met"]["fit_epoch"] is None
