@@ -31,6 +31,7 @@ seconds (for tests; its figures mean nothing).
     python benchmarks/speed.py                            # the record (lightly installed)
     python benchmarks/speed.py --before /tmp/before       # ... with the figures of an older checkout
     python benchmarks/speed.py --smoke --no-lightly --out /tmp/speed.json
+    python benchmarks/speed.py --table results/benchmarks/speed-cpu.json   # the README's table of the record
 """
 from __future__ import annotations
 
@@ -261,6 +262,20 @@ def _load_average():
         return None
 
 
+def cpu_model() -> dict:
+    """The CPU the figures come from: its model name and whether it computes bf16 in hardware."""
+    from contrastlab.train import cpu_computes_bf16
+    name = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"model": name, "cores": os.cpu_count(), "bf16_in_hardware": cpu_computes_bf16()}
+
+
 def _fit_epoch(sizes: dict, x, y, x_te, y_te, n_small: int, amp: str = "auto") -> dict:
     """One epoch of `fit` (SimCLR, kNN monitor on, log and checkpoint in a temporary folder),
     interleaved with rounds of the full step of a fresh model (one before each epoch and one after
@@ -300,10 +315,50 @@ def summary(m: dict) -> dict:
     return s
 
 
+def markdown_table(rec: dict) -> str:
+    """The README's table of a record: each target's ratio before (where measured) and after."""
+    after, before = rec, rec.get("before")
+    columns = [(f"before ({before['commit'][:7]}, {_precisions(before)})", before)] if before else []
+    columns.append((f"after ({after['commit'][:7]}, {_precisions(after)})", after))
+    workers = " and ".join(str(w) for w in rec["settings"]["lightly_workers"] or [])
+
+    def row(label, get):
+        cells = []
+        for _, m in columns:
+            try:
+                value = get(m)
+            except (KeyError, TypeError):
+                value = None
+            cells.append("" if value is None else value)
+        return f"| {label} | " + " | ".join(cells) + " |"
+    t = TARGETS
+    lines = ["| ratio (target) | " + " | ".join(name for name, _ in columns) + " |",
+             "| :-- |" + " --: |" * len(columns),
+             row(f"SimCLR full step / lightly's pipeline at its fastest ({workers} DataLoader workers tried) "
+                 f"(>= {t['vs_lightly_at_least']})",
+                 lambda m: f"{m['methods']['simclr']['vs_lightly']:.2f} "
+                           f"({m['methods']['simclr']['full_views_per_s']:.0f} / {m['methods']['simclr']['lightly_views_per_s']:.0f} views/s)"),
+             row("the same, our step in fp32",
+                 lambda m: f"{m['methods']['simclr']['vs_lightly_fp32']:.2f} "
+                           f"({m['methods']['simclr']['full_fp32_views_per_s']:.0f} views/s)")]
+    for name, label in (("simclr", "SimCLR"), ("moco", "MoCo"), ("byol", "BYOL"), ("swav", "SwAV multi-crop")):
+        lines.append(row(f"{label} full / model-only step (>= {t['full_over_model_only_at_least']})",
+                         lambda m, name=name: f"{m['methods'][name]['full_over_model_only']:.3f}"))
+    lines.append(row(f"`fit` epoch / (steps x step) (<= {t['fit_epoch_over_steps_at_most']:.2f})",
+                     lambda m: f"{m['fit']['epoch_over_steps']:.3f} ({m['fit']['epoch_s']:.1f} s)"))
+    return "\n".join(lines)
+
+
+def _precisions(m: dict) -> str:
+    return "/".join(sorted({row.get("precision", "fp32") for row in m["methods"].values()}))
+
+
 def format_record(rec: dict) -> str:
     """The lines this script prints: one per method, the fit epoch, and the before figures."""
     p, st = rec["provenance"], rec["settings"]
-    lines = [f"{p['device']}, torch {p['torch']}, commit {p['commit']}, load average {rec.get('load_average')}; "
+    machine = rec.get("machine", {})
+    lines = [f"{p['device']}, {machine.get('model')} (bf16 in hardware: {machine.get('bf16_in_hardware')}), "
+             f"torch {p['torch']}, commit {p['commit']}, load average {rec.get('load_average')}; "
              f"cpu budget on Fashion-MNIST, SmallCNN "
              f"width {st['width']}, batch {st['batch_size']}, Adam; medians of {st['reps']} interleaved rounds "
              f"of {st['steps']} steps"]
@@ -362,8 +417,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-fit", action="store_true", help="leave the fit epoch out")
     p.add_argument("--before", type=Path, default=None, help="also measure the library of this checkout")
     p.add_argument("--out", type=Path, default=None, help="the record (default results/benchmarks/speed-cpu.json)")
+    p.add_argument("--table", type=Path, default=None, metavar="RECORD",
+                   help="print the README's markdown table of a record written before, and measure nothing")
     p.add_argument("--figures-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.table is not None:
+        try:
+            print(markdown_table(json.loads(args.table.read_text())))
+        except (OSError, ValueError, KeyError) as e:
+            p.error(f"--table must name a record that speed.py wrote, got {str(args.table)!r} ({type(e).__name__}: {e})")
+        return 0
     for name in ("threads", "n_small", "reps", "steps", "fit_train_size", "fit_reps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -405,7 +468,7 @@ def main(argv=None) -> int:
                         "lightly_workers": list(workers) if lightly else None, "n_small": args.n_small,
                         "amp": args.amp, "precision": precision_name(autocast_dtype(args.amp, torch.device("cpu"))),
                         "lightly": version, "methods": list(methods)},
-           "provenance": experiments.provenance(torch.device("cpu"), "cpu", fig["wall_s"])}
+           "machine": cpu_model(), "provenance": experiments.provenance(torch.device("cpu"), "cpu", fig["wall_s"])}
     if before is not None:
         rec["before"] = {**before, "summary": summary(before), "library": str(args.before)}
     print(format_record(rec))

@@ -38,7 +38,7 @@ from ._validate import check_choice
 from .data import DATASETS, IndexBatches
 from .methods import METHODS
 from .optim import build_optimizer
-from .train import TrainConfig, autocast_dtype, resolve_device, train_step
+from .train import TrainConfig, autocast_dtype, precision_name, resolve_device, train_step
 
 # How each method gets what it contrasts with (the course summary's families, and the rest).
 FAMILIES = {"instdisc": "memory bank", "simclr": "end-to-end", "cpc": "end-to-end",
@@ -97,7 +97,7 @@ def measure(method: str, budget: str = "cpu", *, dataset: str = "fashion-mnist",
         isolate: measure in a fresh Python subprocess (clean memory peaks).
 
     Returns:
-        dict: method, family, batch_size, n_views, device, sec_per_step, views_per_sec,
+        dict: method, family, batch_size, n_views, device, precision, sec_per_step, views_per_sec,
         images_per_sec, peak_bytes, step_peak_bytes, memory_measure, state (see `state_bytes`),
         optimizer_bytes, negatives (what one query is contrasted with, None when not applicable).
     """
@@ -164,7 +164,7 @@ def measure(method: str, budget: str = "cpu", *, dataset: str = "fashion-mnist",
     negatives = {"simclr": 2 * bs - 2, "align_uniform": 2 * bs - 2, "moco": m.get("queue_size"),
                  "instdisc": m.get("nce_k") or len(x), "supcon": 2 * bs - 2}.get(method)
     return {"method": method, "family": FAMILIES[method], "batch_size": bs, "n_views": n_views,
-            "overrides": dict(overrides or {}), "device": experiments.device_name(dev),
+            "overrides": dict(overrides or {}), "device": experiments.device_name(dev), "precision": precision_name(dtype),
             "sec_per_step": seconds, "views_per_sec": bs * n_views / seconds, "images_per_sec": bs / seconds,
             "peak_bytes": int(peak), "step_peak_bytes": int(max(0, peak - base)), "memory_measure": how,
             "state": state_bytes(model), "negatives": negatives,

@@ -35,6 +35,8 @@ def test_every_method_is_measured_with_positive_rates(record):
         assert r["step_peak_bytes"] >= 0 and r["peak_bytes"] > 0
         assert r["state"]["state"] == r["state"]["params"] + r["state"]["buffers"] > 0
         assert r["family"] == benchmark.FAMILIES[r["method"]]
+        assert r["precision"] == experiments.resolved_precision(   # what the step trained in ('auto' resolved here)
+            experiments.resolve(experiments.ExperimentConfig(method=r["method"], dataset="digits", budget="smoke")))
     assert set(benchmark.FAMILIES) == set(METHODS)
 
 

@@ -284,3 +284,25 @@ def test_speed_measures_lightlys_pipeline_beside_ours(tmp_path):
     assert row["vs_lightly"] == min(row["vs_lightly_by_workers"].values())
     assert rec["summary"]["vs_lightly"] == row["vs_lightly"] and rec["settings"]["lightly"] == "1.6.0"
     assert "fit" not in rec and rec["summary"]["met"]["fit_epoch"] is None
+
+
+def test_speed_table_has_a_column_per_library_and_a_row_per_target():
+    speed = _load("speed")
+
+    def figures(commit, precision, vs):
+        rows = {m: {"full_over_model_only": 0.9 + i / 100, "precision": precision} for i, m in enumerate(speed.METHODS)}
+        rows["simclr"].update(vs_lightly=vs, full_views_per_s=700.0, lightly_views_per_s=200.0)
+        if precision == "bf16":
+            rows["simclr"].update(vs_lightly_fp32=2.0, full_fp32_views_per_s=400.0)
+        return {"commit": commit, "methods": rows, "fit": {"epoch_over_steps": 1.05, "epoch_s": 20.0}}
+    rec = {**figures("b" * 40, "bf16", 3.5), "settings": {"lightly_workers": [1, 2]},
+           "before": figures("a" * 40, "fp32", 1.8)}
+    lines = speed.markdown_table(rec).splitlines()
+    assert lines[0] == "| ratio (target) | before (aaaaaaa, fp32) | after (bbbbbbb, bf16) |"
+    assert lines[2].startswith("| SimCLR full step / lightly's pipeline at its fastest (1 and 2 DataLoader workers")
+    assert lines[2].endswith("| 1.80 (700 / 200 views/s) | 3.50 (700 / 200 views/s) |")
+    assert lines[3] == "| the same, our step in fp32 |  | 2.00 (400 views/s) |"       # measured after only
+    assert lines[-1] == "| `fit` epoch / (steps x step) (<= 1.10) | 1.050 (20.0 s) | 1.050 (20.0 s) |"
+    assert len(lines) == 2 + 2 + len(speed.METHODS) + 1
+    del rec["before"]
+    assert speed.markdown_table(rec).splitlines()[0] == "| ratio (target) | after (bbbbbbb, bf16) |"

@@ -68,3 +68,23 @@ def test_typed_training_minutes_are_the_records_range(methods):
     preface = re.search(r"(\d+) to (\d+) minutes of training per method", PREFACE)
     assert preface, "the preface's budget table states the range of training minutes per method"
     assert (int(preface[1]), int(preface[2])) == (round(minutes[low]), round(minutes[high]))
+
+
+def test_speed_table_is_the_speed_record():
+    """The README's speed table is `benchmarks/speed.py --table` of the committed record, and the
+    prose around it names the figures of speed_changes.py's record."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_readme_speed", ROOT / "benchmarks" / "speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    record = json.loads((ROOT / "results" / "benchmarks" / "speed-cpu.json").read_text())
+    block = README.split("<!-- speed:table -->", 1)[1].split("<!-- /speed:table -->", 1)[0].strip()
+    assert block == speed.markdown_table(record), \
+        "README's speed table differs from the record: paste `python benchmarks/speed.py --table ...`"
+    changes = json.loads((ROOT / "results" / "benchmarks" / "speed-cpu-changes.json").read_text())
+    ms, x = changes["ms_per_call"], changes["speedups"]
+    section = README.split("### Speed on 2 CPU cores", 1)[1].split("###", 1)[0]
+    for typed in (f"{x['channels_last']:.2f}x faster", f"{x['bf16_over_channels_last_fp32']:.2f}x faster again",
+                  f"{x['views']:.2f}x faster ({ms['views_before']:.1f} to {ms['views_after']:.1f}"):
+        assert typed in section, f"the README's speed section should say {typed!r}, as the record does"
+    assert record["machine"]["model"] in section and record["machine"]["bf16_in_hardware"] == ("AVX-512 BF16" in section)
