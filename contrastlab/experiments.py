@@ -315,13 +315,16 @@ def record_path(resolved: dict, cache_dir: str | Path | None = None) -> Path:
 def run_dir(resolved: dict, cache_dir: str | Path | None = None) -> Path:
     """Where a run's checkpoint and log go: keyed on everything but the ``eval`` section, so a
     change to the evaluation alone re-evaluates the finished checkpoint instead of training again;
-    and on the precision the run trains at here (``amp`` resolved on this machine's device), so
-    that a CPU and a GPU run of one config never share a checkpoint. Full precision adds nothing
-    to the key, so the run folders of CPU runs keep the names they always had."""
+    and on the precision the run trains at here (``amp`` resolved on this machine's device) and,
+    for a CPU in reduced precision, on the CPU, so that a CPU and a GPU run of one config never
+    share a checkpoint. Full precision adds nothing to the key, so the run folders of fp32 CPU runs
+    (and of GPU runs) keep the names they always had."""
     training = {k: v for k, v in resolved.items() if k != "eval"}
     precision = resolved_precision(resolved)
     if precision != "fp32":
         training["precision"] = precision
+        if resolve_device(resolved["train"]["device"]).type == "cpu":   # bf16 on a CPU since amp='auto' chose it there
+            training["device"] = "cpu"
     return record_path(resolved, cache_dir).parent / "runs" / _stem(resolved, config_hash(training))
 
 

@@ -222,14 +222,19 @@ def test_checkpoint_without_loss_scaling_resumes_into_an_fp16_run(digits, tmp_pa
 
 def test_run_folder_is_keyed_on_the_resolved_precision(monkeypatch):
     resolved = experiments.resolve(experiments.ExperimentConfig("simclr", "cifar10", budget="smoke"))
-    on_cpu = experiments.run_dir(resolved)
     training = {k: v for k, v in resolved.items() if k != "eval"}
+    monkeypatch.setenv("CONTRASTLAB_CPU_BF16", "0")                  # a CPU without bf16 in hardware
+    on_cpu = experiments.run_dir(resolved)
     assert on_cpu.name.endswith(experiments.config_hash(training))   # full precision: the key it always had
+    monkeypatch.setenv("CONTRASTLAB_CPU_BF16", "1")                  # one with it: 'auto' trains in bf16 there
+    on_bf16_cpu = experiments.run_dir(resolved)
+    assert on_bf16_cpu.name.endswith(experiments.config_hash({**training, "precision": "bf16", "device": "cpu"}))
     fake_gpu(monkeypatch, capabilities=((8, 0),))
     bf16 = experiments.run_dir(resolved)
+    assert bf16.name.endswith(experiments.config_hash({**training, "precision": "bf16"}))   # as GPU runs always had
     fake_gpu(monkeypatch, capabilities=((7, 5),))
     fp16 = experiments.run_dir(resolved)
-    assert len({on_cpu, bf16, fp16}) == 3
+    assert len({on_cpu, on_bf16_cpu, bf16, fp16}) == 4    # a CPU and a GPU run never share a checkpoint
     assert experiments.record_path(resolved) == experiments.record_path(resolved)   # records stay shared
 
 
