@@ -88,3 +88,18 @@ def test_speed_table_is_the_speed_record():
                   f"{x['views']:.2f}x faster ({ms['views_before']:.1f} to {ms['views_after']:.1f}"):
         assert typed in section, f"the README's speed section should say {typed!r}, as the record does"
     assert record["machine"]["model"] in section and record["machine"]["bf16_in_hardware"] == ("AVX-512 BF16" in section)
+
+
+def test_bf16_paragraph_is_the_bf16_record():
+    """What the README says of bf16 on the CPU is what benchmarks/bf16_accuracy.py recorded."""
+    rec = json.loads((ROOT / "results" / "benchmarks" / "bf16-accuracy.json").read_text())
+    rows = [row[metric] for row in rec["methods"].values() for metric in ("knn_acc", "linear_acc")]
+    assert set(rec["methods"]) == {"simclr", "moco", "byol", "swav"} and len(rows) == 8
+    assert all(r["verdict"] == "not resolved" and r["within_own_noise"] for r in rows), \
+        "the README says every difference is not resolved and inside the method's own seed noise"
+    probe = rec["methods"]["simclr"]["linear_acc"]
+    assert f"SimCLR's probe {100 * probe['diff']:+.2f} +- {100 * probe['half_width']:.2f} points" in README
+    ratio = {m: sum(r["cpu_seconds"][f"{m}-fp32"]) / sum(r["cpu_seconds"][f"{m}-bf16"]) for m, r in rec["methods"].items()}
+    low, high = min(ratio, key=ratio.get), max(ratio, key=ratio.get)
+    names = {"simclr": "SimCLR", "moco": "MoCo", "byol": "BYOL", "swav": "SwAV"}
+    assert f"{ratio[low]:.1f} ({names[low]}) to {ratio[high]:.1f} ({names[high]}) times less" in " ".join(README.split())
