@@ -135,6 +135,7 @@ class _Trainer:
         self.batches = IndexBatches(len(images), cfg["batch_size"], seed=seed, device=torch.device("cpu"))
         self.order = iter(())
         self.epoch = 0
+        self.premade = []
         self.method.train()
 
     def index(self) -> torch.Tensor:
@@ -155,11 +156,14 @@ class _Trainer:
         return _timed(step, n)
 
     def model_only(self, n: int) -> float:
-        made = []
-        for _ in range(n):
+        # views made once, the first time, and reused every round. Made and freed afresh in each
+        # round, their megabytes went back to the OS as the round ended, and the full arm's steps
+        # that followed paid the page faults of taking memory again: MoCo's full / model-only read
+        # 0.93-0.94 that way, against 0.97 with the views made once (same machine, 11 rounds)
+        while len(self.premade) < n:
             idx = self.index()
-            made.append((self.augment.views(self.images[idx], self.n_views), idx))
-        return _timed(lambda i: self.train(*made[i]), n)
+            self.premade.append((self.augment.views(self.images[idx], self.n_views), idx))
+        return _timed(lambda i: self.train(*self.premade[i]), n)
 
 
 def _lightly_arm(r: dict, x: torch.Tensor, y: torch.Tensor, workers: int, steps: int, reps: int):
