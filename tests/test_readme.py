@@ -103,3 +103,23 @@ def test_bf16_paragraph_is_the_bf16_record():
     low, high = min(ratio, key=ratio.get), max(ratio, key=ratio.get)
     names = {"simclr": "SimCLR", "moco": "MoCo", "byol": "BYOL", "swav": "SwAV"}
     assert f"{ratio[low]:.1f} ({names[low]}) to {ratio[high]:.1f} ({names[high]}) times less" in " ".join(README.split())
+
+
+def test_speed_prose_is_the_speed_records():
+    """The sentences around the speed table say what the records hold: whether every target is met,
+    and the range of the ratio to lightly over the published record and the earlier runs kept."""
+    record = json.loads((ROOT / "results" / "benchmarks" / "speed-cpu.json").read_text())
+    earlier = json.loads((ROOT / "results" / "benchmarks" / "speed-cpu-earlier-runs.json").read_text())["runs"]
+    section = " ".join(README.split("### Speed on 2 CPU cores", 1)[1].split("###", 1)[0].split())
+    met = record["summary"]["met"]
+    every = met["vs_lightly"] and all(met["full_over_model_only"].values()) and met["fit_epoch"]
+    assert ("Every target is met in this record" in section) == bool(every)
+    runs = [record, *earlier]
+    for key, template in (("vs_lightly", "ours / lightly's fastest read {} to {}"),
+                          ("vs_lightly_fp32", "({} to {} with our step in fp32)")):
+        values = [r["methods"]["simclr"][key] for r in runs]
+        typed = template.format(f"{min(values):.2f}", f"{max(values):.2f}")
+        assert typed in section, f"the README's speed section should say {typed!r}, as the records do"
+    simclr = record["methods"]["simclr"]
+    one_worker = simclr["arms"]["lightly_w1"]["s_per_step"] / simclr["arms"]["full_fp32"]["s_per_step"]
+    assert f"{simclr['vs_lightly_fp32']:.2f}x lightly's fastest ({one_worker:.2f}x its 1-worker pipeline)" in section
