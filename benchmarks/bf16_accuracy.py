@@ -26,7 +26,6 @@ second call only reads them. Writes ``results/benchmarks/bf16-accuracy.json`` (o
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -56,12 +55,10 @@ def precisions(arm: scorecard.Arm, cache_dir=None) -> list[str | None]:
     'auto' or 'off' fp32 (the instrument's records were trained on CPUs, where 'auto' then meant fp32)."""
     out = []
     for seed in scorecard.INSTRUMENT.seeds:
-        config = arm.configs(scorecard.INSTRUMENT, seed)[0]
-        path = experiments.record_path(experiments.resolve(config), cache_dir)
-        if not path.exists():
+        record = scorecard._record(arm.configs(scorecard.INSTRUMENT, seed)[0], cache_dir)
+        if record is None:
             out.append(None)
             continue
-        record = json.loads(path.read_text())
         named = {"bf16": "bf16", "fp16": "fp16"}.get(record["config"]["train"]["amp"], "fp32")
         out.append(record["provenance"].get("precision", named))
     return out

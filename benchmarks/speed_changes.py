@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,8 @@ import torch
 from contrastlab import augment, experiments
 from contrastlab.optim import build_optimizer
 from contrastlab.train import train_step
+
+import speed   # benchmarks/speed.py: its interleaved rounds and timer
 
 
 def _module_from(path: Path, name: str):
@@ -45,17 +46,11 @@ def model_step(r: dict, views: list, channels_last: bool, dtype):
     return lambda i: train_step(method, views[i % len(views)], opt, scaler, dtype)
 
 
-def interleaved(arms: dict, reps: int, calls: dict) -> dict:
-    """Seconds per call of each arm: ``reps`` rounds, each arm ``calls[arm]`` timed calls after one untimed."""
-    times = {k: [] for k in arms}
-    for _ in range(reps):
-        for k, f in arms.items():
-            f(0)
-            tic = time.perf_counter()
-            for i in range(1, calls[k] + 1):
-                f(i)
-            times[k].append((time.perf_counter() - tic) / calls[k])
-    return times
+def per_call(f, calls_per_step: int = 1):
+    """``f(i)`` as an arm of `speed.interleave`, timing ``calls_per_step`` calls where it asks for one."""
+    def run(n: int) -> tuple[float, float]:
+        return tuple(v / calls_per_step for v in speed._timed(f, calls_per_step * (n - 1) + 1))
+    return run
 
 
 def main(argv=None) -> int:
@@ -83,11 +78,11 @@ def main(argv=None) -> int:
             "model_channels_last_bf16": model_step(r, views, True, torch.bfloat16),
             "views_before": lambda i: before.views(x[batches[i % 8]], 2),
             "views_after": lambda i: after.views(x[batches[i % 8]], 2)}
-    calls = {k: args.steps * (10 if k.startswith("views") else 1) for k in arms}
-    times = interleaved(arms, args.reps, calls)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    arms = {k: per_call(f, 10 if k.startswith("views") else 1) for k, f in arms.items()}
+    times = speed.interleave(arms, args.reps, args.steps)
+    med = {k: v["s_per_step"] for k, v in times.items()}
     res = {"ms_per_call": {k: round(1000 * v, 2) for k, v in med.items()},
-           "rounds_ms": {k: [round(1000 * v, 2) for v in vs] for k, vs in times.items()},
+           "rounds_ms": {k: [round(1000 * v, 2) for v in t["rounds"]] for k, t in times.items()},
            "speedups": {"channels_last": med["model_nchw_fp32"] / med["model_channels_last_fp32"],
                         "bf16_over_channels_last_fp32": med["model_channels_last_fp32"] / med["model_channels_last_bf16"],
                         "views": med["views_before"] / med["views_after"]},

@@ -179,7 +179,7 @@ def random_resized_crop(x: Tensor, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
     return _crop_flip(x, size, scale, ratio, flip_p=0.0, generator=generator)
 
 
-def _crop_flip(x: Tensor, size, scale, ratio, *, flip_p: float, generator=None) -> Tensor:
+def _crop_flip(x: Tensor, size, scale, ratio=(3 / 4, 4 / 3), *, flip_p: float, generator=None) -> Tensor:
     """`random_resized_crop`, then `horizontal_flip` with probability ``flip_p`` (0: no flip, no draw),
     in one ``grid_sample``: mirroring the output mirrors the grid's x ramp about the box centre,
     which is its scale negated. The random draws are those of the two ops called in turn, and the
@@ -367,9 +367,7 @@ def color_jitter(x: Tensor, brightness: float = 0.8, contrast: float = 0.8, satu
         factors = [f if f is None else torch.where(chosen.view(-1), f, 1.0) for f in factors]
         chosen = None
     brightness_f, contrast_f, saturation_f = factors
-    out = x if brightness_f is None else _adjust_brightness(x, brightness_f)
-    if out is x and (contrast_f is not None or saturation_f is not None):
-        out = x.clone()
+    out = x.clone() if brightness_f is None else _adjust_brightness(x, brightness_f)   # ours: blended in place
     if contrast_f is not None:
         out = _adjust_contrast_(out, contrast_f)
     if saturation_f is not None:
@@ -521,7 +519,7 @@ class SimCLRAugment(torch.nn.Module):
         _check_image(x)
         s = cfg.strength
         if cfg.crop:   # the flip rides on the crop's sampling grid: the same draws and pixels, one pass fewer
-            x = _crop_flip(x, cfg.size, cfg.crop_scale, (3 / 4, 4 / 3), flip_p=0.5 if cfg.flip else 0.0, generator=g)
+            x = _crop_flip(x, cfg.size, cfg.crop_scale, flip_p=0.5 if cfg.flip else 0.0, generator=g)
         else:
             if x.shape[-2:] != (cfg.size, cfg.size):
                 x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", antialias=True, align_corners=False)

@@ -323,7 +323,7 @@ def run_dir(resolved: dict, cache_dir: str | Path | None = None) -> Path:
     precision = resolved_precision(resolved)
     if precision != "fp32":
         training["precision"] = precision
-        if resolve_device(resolved["train"]["device"]).type == "cpu":   # bf16 on a CPU since amp='auto' chose it there
+        if resolve_device(resolved["train"]["device"]).type == "cpu":   # a GPU run at this precision keys without it
             training["device"] = "cpu"
     return record_path(resolved, cache_dir).parent / "runs" / _stem(resolved, config_hash(training))
 
